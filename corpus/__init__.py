@@ -1,0 +1,1 @@
+"""The danmaku store (models, importers) and the corpus export."""

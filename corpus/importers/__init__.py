@@ -1,0 +1,1 @@
+"""Importers: public data sets -> the store, idempotent and crash-safe."""

@@ -1,0 +1,194 @@
+"""Pure line parsers for the two public danmaku data sets.
+
+Both take the raw bytes of one file and yield parsed records or ``BadLine``
+objects; they never raise on dirty input, so an importer can count and report
+what it could not read (file and line number) and go on. Formats:
+``../shared/docs/data-formats.md`` §1 (video CSV) and §2 (live chat).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+
+CHINA_UTC_OFFSET_MS = 8 * 3600 * 1000
+# A text with newlines spans several physical lines. Advanced (BAS/code) danmaku
+# run to thousands of lines (290 KB in the sample); a record past this size means
+# the file is not this format, not a long comment.
+MAX_RECORD_BYTES = 4 * 1024 * 1024
+
+_SECONDS = re.compile(r"-?\d{1,10}(?:\.\d{1,6})?")
+_DATETIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+_UNIX_EPOCH_ORDINAL = 719163  # date(1970, 1, 1).toordinal()
+_LIVE_DANMAKU = re.compile(rb"^(\d{1,15}):(\d{1,20}):")
+_LIVE_HEARTBEAT = re.compile(rb"^TIME\d{1,2}:\d{1,2}ONLINE-?\d+$")
+
+
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    """A physical line (1-based) that could not be parsed, and why."""
+
+    line: int
+    reason: str
+    raw: bytes
+
+
+VideoRecord = tuple[int, str, int, int]
+"""One record of the video CSV data set: (first line, text, position_ms, sent_at_ms)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LiveDanmaku:
+    """One danmaku line of the live-chat data set."""
+
+    line: int
+    sent_at_ms: int
+    sender: str
+    text: str
+
+
+_day_ms_cache: dict[str, int] = {}
+
+
+def china_time_to_unix_ms(stamp: str) -> int:
+    """UTC unix ms of ``YYYY-MM-DD HH:MM:SS`` read as China time (UTC+8, no DST)."""
+    day_ms = _day_ms_cache.get(stamp[:10])
+    if day_ms is None:
+        day = date(int(stamp[:4]), int(stamp[5:7]), int(stamp[8:10]))
+        day_ms = (day.toordinal() - _UNIX_EPOCH_ORDINAL) * 86_400_000 - CHINA_UTC_OFFSET_MS
+        _day_ms_cache[stamp[:10]] = day_ms
+    h, mi, s = int(stamp[11:13]), int(stamp[14:16]), int(stamp[17:19])
+    if h > 23 or mi > 59 or s > 60:
+        raise ValueError(f"time of day out of range: {stamp}")
+    return day_ms + (h * 3600 + mi * 60 + s) * 1000
+
+
+def seconds_to_ms(text: str) -> int:
+    """'206.18800' -> 206188 (inputs have at most 6 decimals, so float is exact enough)."""
+    return round(float(text) * 1000)
+
+
+def _decode_lines(data: bytes) -> list[str | bytes]:
+    """Physical lines, split at ``\\n`` only; lines that are not UTF-8 stay bytes."""
+    try:
+        lines: list[str | bytes] = list(data.decode("utf-8").split("\n"))
+    except UnicodeDecodeError:
+        lines = []
+        for raw in data.split(b"\n"):
+            try:
+                lines.append(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                lines.append(raw)
+    if lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def _tail_fields(line: str) -> tuple[str, int, int] | None:
+    """(text, position_ms, sent_at_ms) if the line ends a record, else None."""
+    parts = line.rsplit(",", 2)
+    if len(parts) != 3:
+        return None
+    text, seconds, stamp = parts
+    if not (_DATETIME.fullmatch(stamp) and _SECONDS.fullmatch(seconds)):
+        return None
+    return text, seconds_to_ms(seconds), china_time_to_unix_ms(stamp)
+
+
+def parse_video_csv(data: bytes) -> Iterator[VideoRecord | BadLine]:
+    """Records of one ``{aid}.csv`` file: ``text,video_seconds,YYYY-MM-DD HH:MM:SS``.
+
+    Yields ``(line, text, position_ms, sent_at_ms)`` tuples (plain tuples: this
+    runs millions of times) and ``BadLine`` objects. The text may hold commas
+    (the two fields are split from the right) and newlines: a line without the
+    trailing fields is joined, with ``\\n``, to the record that ends on a
+    following line. Only ``\\n`` ends a physical line; a ``\\r`` inside a text
+    is kept as given.
+    """
+    pending: list[tuple[int, str | bytes]] = []
+    pending_bytes = 0
+    for index, line in enumerate(_decode_lines(data), start=1):
+        fields = None
+        if isinstance(line, str):
+            try:
+                fields = _tail_fields(line)
+            except ValueError as error:
+                yield BadLine(index, f"bad datetime: {error}", line.encode())
+                pending.clear()
+                pending_bytes = 0
+                continue
+        if fields is None:
+            pending.append((index, line))
+            pending_bytes += len(line) + 1
+            while pending_bytes > MAX_RECORD_BYTES:
+                first_no, first_raw = pending.pop(0)
+                pending_bytes -= len(first_raw) + 1
+                yield BadLine(first_no, "no ',seconds,datetime' within 4 MiB", _as_bytes(first_raw))
+            continue
+        text, position, sent_at = fields
+        if pending:
+            first_line = pending[0][0]
+            if any(isinstance(raw, bytes) for _, raw in pending):
+                yield BadLine(first_line, "invalid UTF-8",
+                              b"\n".join(_as_bytes(raw) for _, raw in pending))
+                pending.clear()
+                pending_bytes = 0
+                continue
+            text = "\n".join([raw for _, raw in pending] + [text])  # type: ignore[misc]
+            pending.clear()
+            pending_bytes = 0
+        else:
+            first_line = index
+        if not -(2**31) <= position < 2**31:
+            yield BadLine(index, "video time out of range", line.encode())  # type: ignore[union-attr]
+            continue
+        yield (first_line, text, position, sent_at)
+    for line_no, raw in pending:
+        reason = "invalid UTF-8" if isinstance(raw, bytes) else (
+            "record not terminated by ',seconds,datetime' (truncated?)")
+        yield BadLine(line_no, reason, _as_bytes(raw))
+
+
+def _as_bytes(raw: str | bytes) -> bytes:
+    return raw if isinstance(raw, bytes) else raw.encode()
+
+
+def parse_live_chat(data: bytes) -> Iterator[LiveDanmaku | BadLine]:
+    """Danmaku of one ``{room}/{Y-M-D}.txt`` file; markers and heartbeats skipped.
+
+    ``{unix_ms}:{uid}:{text}`` splits at the first two colons only; the text may
+    contain colons and end in spaces, and is kept exactly.
+    """
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    for index, line in enumerate(lines, start=1):
+        match = _LIVE_DANMAKU.match(line)
+        if match is not None:
+            raw_text = line[match.end() :]
+            try:
+                text = raw_text.decode("utf-8")
+            except UnicodeDecodeError as error:
+                yield BadLine(index, f"invalid UTF-8 at byte {error.start}", line)
+                continue
+            yield LiveDanmaku(index, int(match.group(1)), match.group(2).decode(), text)
+        elif line in (b"V2", b"") or line.startswith(b"SPEAKERNUM") or _LIVE_HEARTBEAT.match(line):
+            continue
+        else:
+            yield BadLine(index, "not a danmaku, heartbeat, SPEAKERNUM or V2 line", line)
+
+
+_LIVE_FILE = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})\.txt$")
+
+
+def live_file_date(name: str) -> date | None:
+    """The day of a live-chat file name (``2020-3-8.txt``), None if it is not one."""
+    match = _LIVE_FILE.match(name)
+    if match is None:
+        return None
+    try:
+        return date(*(int(g) for g in match.groups()))
+    except ValueError:
+        return None
