@@ -1,0 +1,70 @@
+"""Shared fixtures: stores on SQLite and on a real PostgreSQL, paths to sample data.
+
+PostgreSQL tests use ``DD_TEST_POSTGRES_URL`` (``.ci/run`` starts a throwaway
+cluster and sets it). Without it they skip -- unless ``DD_REQUIRE_SERVICES=1``
+(set in CI), where a missing server is a failure, never a silent skip.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SHARED = REPO.parent / "shared"
+SHARED_DATA = SHARED / "data"
+
+
+def require_service(env_var: str, what: str) -> str:
+    value = os.environ.get(env_var)
+    if value:
+        return value
+    if os.environ.get("DD_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{what} is required in CI but {env_var} is not set")
+    pytest.skip(f"{what} not available (set {env_var})")
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    return require_service("DD_TEST_POSTGRES_URL", "PostgreSQL")
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    server = make_url(postgres_server_url).set(drivername="postgresql+psycopg")
+    name = f"ddtest_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'dd.sqlite'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """Each test using this runs once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_url")
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return require_service("DD_TEST_REDIS_URL", "Redis")
