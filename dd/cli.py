@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from corpus.cli import db_app, import_app
+from corpus.cli import corpus_app, db_app, import_app
 from dd import __version__
 
 app = typer.Typer(
@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 app.add_typer(import_app, name="import")
 app.add_typer(db_app, name="db")
+app.add_typer(corpus_app, name="corpus")
 
 
 def _version(value: bool) -> None:
