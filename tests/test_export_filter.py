@@ -106,13 +106,15 @@ def test_missing_vocab_is_a_clear_error(tmp_path):
         VocabFilter(tmp_path / "vocab.txt")
 
 
-TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "草", "哈", "!", "(", ")", ",", "a", "b", "e",
+TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "草", "哈", "!", "(", ")", ",", ".", "'", ":",
+              "a", "b", "e",
               "ab", "##b", "##a", "##σ", "σ", "##e", "ﬁ", "##\u200b", "İ", "##ı"]
 
 
 @pytest.fixture(scope="module")
 def tiny_pair(tmp_path_factory):
-    """A vocab where lowercasing context matters: "aΣ" is a + ##ς (absent) for Google.
+    """A vocab where lowercasing context matters: "aΣ" is a + ##ς (absent) for Google,
+    but "aΣ.b" is a + ##σ, . , b (the final sigma looks past "." to the "b").
 
     (No private-use token: ``BertTokenizer`` assumes none, as in Google's vocabs.)
     """
@@ -123,13 +125,13 @@ def tiny_pair(tmp_path_factory):
 
 def test_exact_on_another_vocab(tiny_pair):
     fast, ref = tiny_pair
-    texts = ["aΣ", "Σa", "aΣb", "aΣ!", "aσ", "AB", "Ab", "é", "É", "ﬁ", "\ue823", "a\u200bb", "İ", "ı",
+    texts = ["aΣ", "Σa", "aΣb", "aΣ!", "aΣ.b", "aΣ'b", "aΣ:b", "aΣ,b", "aσ", "AB", "Ab", "é", "É", "ﬁ", "\ue823", "a\u200bb", "İ", "ı",
              "草哈", "草x", "(a)", "a,b", "哈\u0301", "ba"]
     assert fast.decide_batch(texts) == [google_decision(ref, t) for t in texts]
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.text(alphabet=st.sampled_from("abeABEΣσςİı草哈x!(),. \u0301\u200b\ue823ﬁé\t"),
+@given(st.lists(st.text(alphabet=st.sampled_from("abeABEΣσςİı草哈x!(),.':; \u0301\u200b\ue823ﬁé\t"),
                         max_size=10), min_size=1, max_size=6))
 def test_fuzzed_batches_on_another_vocab(tiny_pair, texts):
     fast, ref = tiny_pair
