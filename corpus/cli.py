@@ -347,13 +347,16 @@ def corpus_list(
         console.print(f"no corpus under {root} (make one with `dd corpus export`)")
         return
     table = Table(title=f"corpora in {root}")
-    for column in ("version", "name", "created", "documents", "kept", "dropped", "characters", "MB"):
-        table.add_column(column, justify="left" if column in ("version", "name", "created") else "right")
+    table.add_column("version", no_wrap=True, min_width=12)
+    table.add_column("name")
+    table.add_column("created (UTC)", no_wrap=True)
+    for column in ("documents", "danmaku", "dropped", "MB"):
+        table.add_column(column, justify="right")
     for _, m in corpora:
         c = m["counts"]
-        table.add_row(m["version"], m.get("name") or "", m["provenance"]["created_at"],
+        table.add_row(m["version"], m.get("name") or "", m["provenance"]["created_at"][:16].replace("T", " "),
                       f"{c['documents']:,}", f"{c['danmaku_kept']:,}", f"{c['danmaku_dropped']:,}",
-                      f"{c['characters']:,}", f"{sum(f['bytes'] for f in m['files'].values()) / 1e6:,.1f}")
+                      f"{sum(f['bytes'] for f in m['files'].values()) / 1e6:,.1f}")
     Console().print(table)
 
 
@@ -387,13 +390,12 @@ def corpus_show(
                   + f"  {path}")
         out.print(f"created {m['provenance']['created_at']} by dd {m['provenance']['dd_version']} "
                   f"from {m['provenance']['store']}")
-        files = Table(title="files")
-        for column in ("file", "sha256", "bytes", "documents", "danmaku", "characters"):
-            files.add_column(column, justify="left" if column in ("file", "sha256") else "right")
+        out.print("[bold]files[/]")
         for file_name, info in m["files"].items():
-            files.add_row(file_name, info["sha256"], f"{info['bytes']:,}", f"{info['documents']:,}",
-                          f"{info['danmaku']:,}", f"{info['characters']:,}")
-        out.print(files)
+            # Whole hashes, never wrapped: they are what a paper cites.
+            out.print(f"  {file_name}  sha256 {info['sha256']}", soft_wrap=True)
+            out.print(f"    {info['bytes']:,} bytes, {info['documents']:,} documents, "
+                      f"{info['danmaku']:,} danmaku, {info['characters']:,} characters")
         figures = Table(title="counts", show_header=False)
         figures.add_column("what")
         figures.add_column("value", justify="right")
@@ -410,7 +412,8 @@ def corpus_show(
         out.print(figures)
         vocab_info = m["vocab"]
         out.print(f"vocab sha256 {vocab_info['sha256']} ({vocab_info['tokens']:,} tokens"
-                  + (", Google Chinese BERT" if vocab_info["google_chinese_bert"] else "") + ")")
+                  + (", Google Chinese BERT" if vocab_info["google_chinese_bert"] else "") + ")",
+                  soft_wrap=True)
         out.print("selection: " + json.dumps(m["selection"], ensure_ascii=False))
         out.print("settings: " + json.dumps(m["settings"], ensure_ascii=False))
         if verify:
