@@ -37,7 +37,7 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import accumulate, compress, groupby
+from itertools import accumulate, compress
 from operator import itemgetter, not_
 from pathlib import Path
 from typing import Any
@@ -326,9 +326,11 @@ class _Exporter:
         lines = one_line_batch(list(map(itemgetter(1), rows)))
         codes = self.filter.decide_batch(lines)
         self.counts.danmaku_read += len(rows)
-        start = 0
-        for source_id, group in groupby(map(itemgetter(0), rows)):
-            end = start + sum(1 for _ in group)
+        source_ids = list(map(itemgetter(0), rows))  # sorted: a source's rows are one slice
+        start, n = 0, len(rows)
+        while start < n:
+            source_id = source_ids[start]
+            end = bisect_right(source_ids, source_id, start, n)
             doc = self.doc
             if doc is None or doc.source.id != source_id:
                 doc = self._open(source_id)

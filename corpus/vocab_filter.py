@@ -3,57 +3,65 @@
 The rule (``../shared/docs/seed.md``): a text is kept iff Google BERT's
 ``FullTokenizer`` (do_lower_case=True, the given vocab) turns it into at least one
 token and none of them is ``[UNK]``. Google's code is the reference
-(``tests/test_export_filter.py`` compares every decision on a large real sample).
+(``tests/test_export_filter.py`` compares every decision on a large real sample,
+on fuzzed text and on a vocab built to trip up shortcuts).
 
-Why this is not just ``BertTokenizer`` in batches: the Google-exact tokenizer
-(``corpus/tokenizer.py``) costs ~15 us per text (Python cleaning + HF
-``encode_batch`` building Encoding objects), so it alone would cap the export
-near 60 k danmaku/s. Measured on the 2.8 M danmaku of the shared sample,
-decisions come from three tiers, cheapest first:
+Why not just ``BertTokenizer`` in batches: the Google-exact tokenizer
+(``corpus/tokenizer.py``) costs ~15 us per text (Python cleaning, HF Encoding
+objects), which alone would cap an export near 60 k danmaku/s. Instead every
+character gets a class from a table built once per vocab with Python's
+``unicodedata`` (the tables Google's code uses), and a text's *worst* class
+decides its path (shares of the 2.8 M danmaku of the shared sample):
 
-1. **solo path** (70% of danmaku): every character is whitespace, a character
-   Google deletes, or a CJK ideograph / punctuation mark that is itself a vocab
-   token. Google isolates each such character as one token, so the text is kept
-   iff it has one of them. One ``re.fullmatch`` (~0.3 us).
-2. **word path** (most of the rest: ``awsl``, ``tql``, ``233``, kana): solo
-   characters plus runs of *word* characters whose lowercase is one character
-   that accents-stripping, punctuation splitting and CJK spacing leave alone.
-   Google's tokens are then the solo characters plus WordPiece of each lowered
-   run, so only the runs need WordPiece; their verdicts are cached by run
-   (runs repeat far more than texts do).
-3. **sure drop**: a character that no tokenization can cover -- a solo
-   character missing from the vocab, or an unchanged word character that occurs
-   in no vocab token (emoji, unassigned code points) -- makes an [UNK]
-   whatever surrounds it.
+* SPACE/SOLO only (70%): whitespace and CJK ideographs / punctuation that are
+  vocab tokens themselves. Google isolates each such character as a token, so
+  the text is kept iff it has one.
+* WORD (27%: ``awsl``, ``tql``, ``233``, kana, hangul): plus runs of
+  characters whose lowercased, accent-stripped form (``google_form``: ``A`` ->
+  ``a``, ``が`` -> ``か``, ``é`` -> ``e``) is the same wherever they stand and is
+  left alone by punctuation splitting and CJK spacing. Google's tokens are then
+  the solo characters plus WordPiece of each run's form: only runs need
+  WordPiece, and their verdicts are cached by run (54 k distinct in 1.1 M).
+* DROP (2.4%): a character no tokenization can cover -- a solo character
+  missing from the vocab, or an unchanged word character found in no vocab
+  token (emoji, unassigned code points) -- is an [UNK] whatever surrounds it.
+* DELETED/HARD (0.4%: zero-width characters inside words, combining marks,
+  final sigma, compatibility ideographs, ...): ``BertTokenizer.ids_batch``.
 
-Everything else (texts with zero-width characters inside words, combining marks,
-final sigma, compatibility ideographs, ...) goes to ``BertTokenizer.ids_batch``.
-Each character's class is derived from Python's ``unicodedata`` -- the tables
-Google's code uses -- so the tiers agree with the reference by construction;
-the equivalence test checks that claim on real and fuzzed text.
-
-A cache of whole-text decisions was measured and left out of this module: the
-export keeps one (59% of danmaku texts repeat), see ``corpus/export.py``.
+The classes of a whole batch are one numpy gather over its code points (the
+batch joined by newlines, which are whitespace to Google) and the worst class
+per text one ``maximum.reduceat``. Measured alternatives, 2.8 M danmaku: a
+regex per text 1.5 CPU-s, one regex pass over the joined batch 2.0 CPU-s (sre
+pays per position), this 0.5 CPU-s. A cache of whole-text decisions did not
+pay at all (see ``corpus/export.py``).
 """
 
 from __future__ import annotations
 
 import functools
-import re
 import sys
 import unicodedata
-from collections.abc import Iterable, Sequence
-from itertools import compress
-from operator import not_
+from collections.abc import Sequence
+from itertools import compress, repeat
+from operator import is_
 from pathlib import Path
 
-from corpus.tokenizer import MAX_INPUT_CHARS_PER_WORD, BertTokenizer, load_vocab
+import numpy as np
+
+from corpus.tokenizer import MAX_INPUT_CHARS_PER_WORD, BertTokenizer, google_clean, load_vocab
 
 KEEP = 0
 UNK = 1
 NO_TOKENS = 2
 REASONS = {UNK: "unk", NO_TOKENS: "no_tokens"}
 """Drop reasons as they appear in the manifest."""
+
+# Character classes, in the order in which a text's worst one decides its path.
+SPACE = 0  # whitespace to Google (or to its final str.split): a word boundary
+SOLO = 1   # isolated by Google (CJK ideograph, punctuation) and a vocab token
+WORD = 2   # inside a word, which it turns into the same ``google_form`` wherever it stands
+HARD = 3   # anything else that might still be covered: ask the tokenizer
+DROP = 4   # surely an [UNK] wherever it stands
 
 
 def is_chinese_char(cp: int) -> bool:
@@ -90,31 +98,13 @@ def _unchanged(ch: str) -> bool:
     )
 
 
-def _char_class(chars: Iterable[str]) -> str:
-    """A regex character class (ranges merged) matching exactly ``chars``."""
-    points = sorted({ord(c) for c in chars})
-    parts: list[str] = []
-    i = 0
-    while i < len(points):
-        j = i
-        while j + 1 < len(points) and points[j + 1] == points[j] + 1:
-            j += 1
-        a, b = re.escape(chr(points[i])), re.escape(chr(points[j]))
-        parts.append(a if i == j else f"{a}-{b}")
-        i = j + 1
-    return "".join(parts)
-
-
 class _Tables:
-    """Compiled character classes for one vocabulary (built once per vocab file)."""
+    """The class of every code point for one vocabulary (built once per process)."""
 
-    def __init__(self, vocab: set[str]) -> None:
+    def __init__(self, vocab: frozenset[str]) -> None:
         vocab_chars = set("".join(vocab))
-        deleted: list[str] = []     # Google deletes it (so it may join two words)
-        space: list[str] = []       # a word boundary
-        solo: list[str] = []        # its own token, in the vocab
-        word: list[str] = []        # part of a word; lowercases to one plain char
-        not_sure_drop: list[str] = []  # complement of "surely [UNK]"
+        found: dict[int, list[int]] = {cls: [] for cls in (SPACE, SOLO, WORD, HARD, DROP)}
+        self.forms: dict[int, str] = {}  # word characters' forms, where not the character
         category = unicodedata.category
         for cp in range(sys.maxunicode + 1):
             ch = chr(cp)
@@ -123,54 +113,60 @@ class _Tables:
                 # Unassigned / private use: Google keeps it inside a word -> [UNK].
                 # (The quick exit matters: these are 90% of all code points.)
                 continue
-            if cat == "Cs":
-                not_sure_drop.append(ch)
-                continue
-            if _deleted(ch, cat):
-                deleted.append(ch)
-                not_sure_drop.append(ch)
-                continue
-            if ch in " \t\n\r" or cat == "Zs" or ch.isspace():
-                # (Zl/Zp are not Google whitespace, but its final str.split() splits there.)
-                space.append(ch)
-                not_sure_drop.append(ch)
-                continue
-            if is_chinese_char(cp) or is_punctuation(ch):
-                if _unchanged(ch):
-                    if ch in vocab:
-                        solo.append(ch)
-                        not_sure_drop.append(ch)
-                else:
-                    not_sure_drop.append(ch)
-                continue
-            if _unchanged(ch) and ch not in vocab_chars:
-                continue  # a word character no vocab token contains -> [UNK]
-            not_sure_drop.append(ch)
-            low = ch.lower()
-            if (
-                ch != "\u03a3" and cat != "Mn" and len(low) == 1 and _unchanged(low)
-                and not is_punctuation(low) and not is_chinese_char(ord(low)) and not low.isspace()
-            ):
-                word.append(ch)
-        # A "run" is a maximal stretch of characters that are neither whitespace
-        # nor an in-vocab solo character: a word, or something to look at closer.
-        self.runs = re.compile(f"[^{_char_class(space + solo)}]+")
-        self.blank = re.compile(f"[{_char_class(space + deleted)}]*")
-        self.word_run = re.compile(f"[{_char_class(word)}]+")
-        self.deleted_run = re.compile(f"[{_char_class(deleted)}]+")
-        self.sure_drop = re.compile(f"[^{_char_class(not_sure_drop)}]")
+            cls = self._classify(ch, cat, vocab, vocab_chars)
+            found[cls].append(cp)
+            if cls == WORD and (form := google_form(ch)) != ch:
+                self.forms[cp] = form
+        self.classes = np.full(sys.maxunicode + 1, DROP, dtype=np.uint8)
+        for cls, points in found.items():
+            self.classes[np.array(points, dtype=np.int64)] = cls
+
+    @staticmethod
+    def _classify(ch: str, cat: str, vocab: frozenset[str], vocab_chars: set[str]) -> int:
+        if _deleted(ch, cat):
+            return WORD  # its form is "": deleted, it joins its neighbours (as Google does)
+        if ch in " \t\n\r" or cat == "Zs" or ch.isspace():
+            # (Zl/Zp are not Google whitespace, but its final str.split() splits there.)
+            return SPACE
+        if is_chinese_char(ord(ch)) or is_punctuation(ch):
+            if not _unchanged(ch):
+                return HARD
+            return SOLO if ch in vocab else DROP
+        if _unchanged(ch) and ch not in vocab_chars:
+            return DROP  # a word character no vocab token contains
+        return HARD if ch == "\u03a3" or google_form(ch) is None else WORD  # (Σ: final sigma)
+
+
+def google_form(ch: str) -> str | None:
+    """What Google makes of ``ch`` inside a word, if that is the same wherever it stands.
+
+    Deleted by ``_clean_text``: "". Otherwise lowercased, NFD-decomposed, stripped
+    of Mn marks (possibly to ""), provided every character left is one that later
+    steps keep in the word as it is (no punctuation, whitespace or CJK, combining
+    class 0 so NFD's reordering cannot move it). None when that does not hold.
+    """
+    cat = unicodedata.category(ch)
+    if _deleted(ch, cat):
+        return ""
+    if cat == "Cs":
+        return None
+    form = "".join(c for c in unicodedata.normalize("NFD", ch.lower()) if unicodedata.category(c) != "Mn")
+    plain = all(
+        _unchanged(c) and not is_punctuation(c) and not is_chinese_char(ord(c)) and not c.isspace()
+        for c in form
+    )
+    return form if plain else None
 
 
 @functools.cache
 def _tables(vocab: frozenset[str]) -> _Tables:
-    return _Tables(set(vocab))
+    return _Tables(vocab)
 
 
-# What one run means for its text.
-_RUN_WORD = 0       # a word WordPiece covers: tokens, no [UNK]
-_RUN_UNK = 1        # surely an [UNK]
-_RUN_HARD = 2       # ask the full tokenizer
-_RUN_DELETED = 3    # only characters Google deletes: no token, joins nothing
+# What a run of word characters gives (only the first is falsy: most runs are words).
+_RUN_TOKENS = 0  # tokens, none [UNK]
+_RUN_UNK = 1
+_RUN_EMPTY = 2   # its form is empty: no token
 
 
 class VocabFilter:
@@ -178,7 +174,7 @@ class VocabFilter:
 
     Args:
         vocab_path: a BERT ``vocab.txt`` (Google's Chinese one for the study).
-        cache_limit: most runs (words) whose verdict is remembered; the cache is
+        cache_limit: most word runs whose verdict is remembered; the cache is
             emptied when full, so memory stays bounded on any corpus.
 
     Example:
@@ -190,10 +186,13 @@ class VocabFilter:
     def __init__(self, vocab_path: str | Path, cache_limit: int = 200_000) -> None:
         self.tokenizer = BertTokenizer(vocab_path, do_lower_case=True)
         self.vocab = frozenset(self.tokenizer.vocab)
-        self.tables = _tables(self.vocab)
+        tables = _tables(self.vocab)
+        self.classes, self.forms = tables.classes, tables.forms
+        self._longest = max(len(t[2:] if t.startswith("##") else t) for t in self.vocab)
+        google_clean("")  # builds its table now (once per process, before any fork)
         self.cache_limit = cache_limit
-        self._runs: dict[str, int] = {}
-        self.tier_counts = {"texts": 0, "with_runs": 0, "tokenizer": 0}
+        self._runs: dict[str, bool] = {}
+        self.tier_counts = {"solo": 0, "word": 0, "drop": 0, "tokenizer": 0}
 
     def wordpiece_ok(self, word: str) -> bool:
         """Google's greedy longest-match-first WordPiece gives no [UNK] for ``word``."""
@@ -202,7 +201,7 @@ class VocabFilter:
         vocab = self.vocab
         start, n = 0, len(word)
         while start < n:
-            end = n
+            end = min(n, start + self._longest)  # no longer piece can match
             while end > start:
                 piece = word[start:end] if start == 0 else "##" + word[start:end]
                 if piece in vocab:
@@ -213,67 +212,86 @@ class VocabFilter:
             start = end
         return True
 
-    def run_verdict(self, run: str) -> int:
-        """What a run (a maximal stretch without whitespace or in-vocab solo chars) means."""
-        t = self.tables
-        if t.word_run.fullmatch(run):
-            # Word characters lowercase one to one and nothing else touches them.
-            return _RUN_WORD if self.wordpiece_ok(run.lower()) else _RUN_UNK
-        if t.sure_drop.search(run):
-            return _RUN_UNK
-        if t.deleted_run.fullmatch(run):
-            return _RUN_DELETED
-        return _RUN_HARD
-
     def decide(self, text: str) -> int:
         return self.decide_batch([text])[0]
 
     def decide_batch(self, texts: Sequence[str]) -> list[int]:
-        """KEEP, UNK or NO_TOKENS for each text; one tokenizer batch for the hard ones.
-
-        C-level passes (``map`` of compiled regexes, ``compress``) sort out the
-        texts made of whitespace and solo characters only; Python looks at the
-        runs of the others, with their verdicts cached by run.
-        """
+        """KEEP, UNK or NO_TOKENS for each text; one tokenizer batch for the hard ones."""
         n = len(texts)
-        out = [KEEP] * n
-        for i in compress(range(n), map(not_, texts)):
-            out[i] = NO_TOKENS
-        for i in compress(range(n), map(str.isspace, texts)):
-            out[i] = NO_TOKENS
-        t = self.tables
-        runs_of, blank = t.runs.findall, t.blank.fullmatch
-        cache, verdict = self._runs, self.run_verdict
-        if len(cache) > self.cache_limit:
-            cache.clear()
-        hard: list[int] = []
-        with_runs = list(compress(range(n), map(t.runs.search, texts)))
-        for i in with_runs:
-            worst = _RUN_DELETED
-            for run in runs_of(texts[i]):
-                v = cache.get(run)
-                if v is None:
-                    v = cache[run] = verdict(run)
-                if v == _RUN_UNK:
-                    worst = _RUN_UNK
-                    break
-                if v == _RUN_HARD or (v == _RUN_WORD and worst == _RUN_DELETED):
-                    worst = v
-            if worst == _RUN_UNK:
-                out[i] = UNK
-            elif worst == _RUN_HARD:
-                hard.append(i)
-            elif worst == _RUN_DELETED and blank(texts[i]):
-                out[i] = NO_TOKENS
+        if not n:
+            return []
+        joined = "\n".join(texts) + "\n"
+        if joined.count("\n") != n:
+            # A newline inside a text is whitespace to Google, like the separator.
+            texts = [text.replace("\n", " ") for text in texts]
+            joined = "\n".join(texts) + "\n"
+        points = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        classes = self.classes[points]
+        spans = np.fromiter(map(len, texts), dtype=np.int64, count=n) + 1  # with its "\n"
+        starts = np.zeros(n, dtype=np.int64)
+        np.cumsum(spans[:-1], out=starts[1:])
+        worst = np.maximum.reduceat(classes, starts)
+        out = np.zeros(n, dtype=np.int8)  # KEEP
+        out[worst == SPACE] = NO_TOKENS
+        out[worst == DROP] = UNK
+        words = worst == WORD
+        if words.any():
+            self._word_runs(joined, classes, np.repeat(words, spans), starts, spans, out)
+        hard = np.flatnonzero(worst == HARD).tolist()
         counts = self.tier_counts
-        counts["texts"] += n
-        counts["with_runs"] += len(with_runs) - len(hard)
+        counts["solo"] += int(np.count_nonzero(worst <= SOLO))
+        counts["word"] += int(np.count_nonzero(words))
+        counts["drop"] += int(np.count_nonzero(worst == DROP))
         if hard:
             counts["tokenizer"] += len(hard)
             unk_id = self.tokenizer.unk_id
             for i, ids in zip(hard, self.tokenizer.ids_batch([texts[i] for i in hard]), strict=True):
                 out[i] = NO_TOKENS if not ids else UNK if unk_id in ids else KEEP
-        return out
+        return out.tolist()
+
+    def run_verdict(self, run: str) -> int:
+        """_RUN_TOKENS, _RUN_UNK or _RUN_EMPTY for a run of word characters."""
+        form = run.translate(self.forms)
+        if not form:
+            return _RUN_EMPTY
+        return _RUN_TOKENS if self.wordpiece_ok(form) else _RUN_UNK
+
+    def _word_runs(self, joined: str, classes: np.ndarray, in_word_texts: np.ndarray,
+                   starts: np.ndarray, spans: np.ndarray, out: np.ndarray) -> None:
+        """Decide the texts made of SPACE, SOLO and WORD characters only, by their runs."""
+        is_word = ((classes == WORD) & in_word_texts).view(np.int8)
+        edges = np.diff(is_word, prepend=np.int8(0), append=np.int8(0))
+        run_starts = np.flatnonzero(edges == 1)
+        run_ends = np.flatnonzero(edges == -1)
+        runs = list(map(joined.__getitem__, map(slice, run_starts.tolist(), run_ends.tolist())))
+        cache = self._runs
+        if len(cache) > self.cache_limit:
+            cache.clear()
+        verdicts = list(map(cache.get, runs))
+        for k in compress(range(len(runs)), map(is_, verdicts, repeat(None))):
+            run = runs[k]
+            verdict = cache.get(run)
+            if verdict is None:
+                verdict = cache[run] = self.run_verdict(run)
+            verdicts[k] = verdict
+        bad = list(compress(range(len(runs)), verdicts))  # all but _RUN_TOKENS
+        if not bad:
+            return
+        lines = (np.searchsorted(starts, run_starts[bad], side="right") - 1).tolist()
+        empty: set[int] = set()
+        for k, i in zip(bad, lines, strict=True):
+            if verdicts[k] == _RUN_UNK:
+                out[i] = UNK
+            else:
+                empty.add(i)
+        for i in empty:
+            # A run with an empty form gives no token: the text has one only if
+            # a solo character or another of its runs gives it.
+            if out[i] != KEEP or (classes[starts[i]:starts[i] + spans[i]] == SOLO).any():
+                continue
+            lo, hi = np.searchsorted(run_starts, [starts[i], starts[i] + spans[i]]).tolist()
+            if _RUN_TOKENS not in verdicts[lo:hi]:
+                out[i] = NO_TOKENS
 
 
 def vocab_tokens(vocab_path: str | Path) -> list[str]:
