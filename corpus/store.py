@@ -80,15 +80,15 @@ def insert_danmaku(conn: Connection, columns: Sequence[str], rows: Sequence[tupl
 def insert_danmaku_ignoring_known(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
     """Bulk insert of rows with dmids; rows whose (source, dmid) is stored are skipped.
 
-    Returns how many rows are new.
+    Returns how many rows are new, counted with RETURNING: an executemany's
+    rowcount is not reliable on PostgreSQL (psycopg reports 0 for it).
     """
     if not rows:
         return 0
     stmt = _dialect_insert(conn, Danmaku).on_conflict_do_nothing(
         index_elements=["source_id", "dmid"]
-    )
-    result = conn.execute(stmt, rows)
-    return max(result.rowcount, 0)
+    ).returning(Danmaku.id)
+    return len(conn.execute(stmt, rows).all())
 
 
 CRAWLED_FIELDS = ("dmid", "position_ms", "sent_at_ms", "sender", "text", "mode", "color",

@@ -119,6 +119,7 @@ class StorePipeline:
         spider = self.crawler.spider
         targets = getattr(spider, "targets", None)
         self.summary.target = targets.describe() if targets is not None else spider.name
+        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
         self.engine = make_engine(self.db_url)
         self.run_id = start_run(self.engine, RUN_KIND, self.summary.target)
         logger.info("storing into %s (run %d)", redact(self.db_url), self.run_id)

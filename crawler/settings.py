@@ -41,13 +41,15 @@ DEFAULT_REQUEST_HEADERS = {
     "Origin": "https://www.bilibili.com",
 }
 REFERRER_POLICY = "no-referrer"  # keep the fixed browser-like Referer above
+# get_retry_request() (undecodable bodies) carries retry_times on purpose.
+META_COPY_WARN_SKIP_KEYS = ["retry_times"]
 COOKIES_ENABLED = False  # crawler.middlewares.device is the only cookie source
 
 # -- Politeness ---------------------------------------------------------------------------
 CONCURRENT_REQUESTS = 8
 CONCURRENT_REQUESTS_PER_DOMAIN = 1
 DOWNLOAD_DELAY = 1.0
-RANDOMIZE_DOWNLOAD_DELAY = True
+DOWNLOAD_DELAY_JITTER = 0.5  # each delay is 0.5-1.5 x DOWNLOAD_DELAY
 AUTOTHROTTLE_ENABLED = True
 AUTOTHROTTLE_START_DELAY = 1.0
 AUTOTHROTTLE_MAX_DELAY = 60.0

@@ -107,7 +107,8 @@ class BilibiliErrorsMiddleware:
             return response
         if payload is UNDECODABLE:
             retry = get_retry_request(request, spider=self.crawler.spider,
-                                      reason="undecodable JSON body", stats_base_key="dd/retry")
+                                      reason="undecodable JSON body", stats_base_key="dd/retry",
+                                      give_up_log_level=logging.INFO)
             if retry is None:
                 raise GaveUp(f"undecodable JSON body (HTTP {status}, {len(response.body)} bytes)")
             return retry
@@ -158,5 +159,12 @@ class BilibiliErrorsMiddleware:
         reactor.callLater(delay, self._unpause)
 
     def _unpause(self) -> None:
-        if time.monotonic() >= self._paused_until - 0.01 and self.crawler.engine is not None:
-            self.crawler.engine.unpause()
+        engine = self.crawler.engine
+        if engine is None or time.monotonic() < self._paused_until - 0.01:
+            return
+        engine.unpause()
+        # Wake the engine now rather than at its next 5-second heartbeat (a private
+        # hook; without it the crawl still resumes, only later).
+        nextcall = getattr(getattr(engine, "_slot", None), "nextcall", None)
+        if nextcall is not None:
+            nextcall.schedule()

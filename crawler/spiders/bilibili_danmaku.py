@@ -19,6 +19,7 @@ Errors never stop the crawl: they come back as ``ProblemItem``\\ s.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -266,9 +267,15 @@ class BilibiliDanmakuSpider(scrapy.Spider):
         yield self._problem(kind, failure.request, _failure_text(failure))
 
     def _retry(self, response: Response, reason: str) -> Request | None:
-        """The request again (``RETRY_TIMES`` at most) for a body that did not decode."""
-        return get_retry_request(response.request, spider=self, reason=reason,
-                                 stats_base_key="dd/retry")
+        """The request again (``RETRY_TIMES`` at most) for a body that did not decode.
+
+        Giving up is logged at INFO: the caller records a problem (or falls back).
+        """
+        retry = get_retry_request(response.request, spider=self, reason=reason,
+                                  stats_base_key="dd/retry", give_up_log_level=logging.INFO)
+        if retry is not None:
+            retry.meta.pop("download_latency", None)
+        return retry
 
     def _problem(self, kind: str, source: Request | Response, reason: str) -> ProblemItem:
         meta = source.meta
