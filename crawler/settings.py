@@ -25,6 +25,7 @@ The optional ``SESSDATA`` login cookie is read from the environment only
 BOT_NAME = "dd"
 SPIDER_MODULES = ["crawler.spiders"]
 NEWSPIDER_MODULE = "crawler.spiders"
+COMMANDS_MODULE = "crawler.commands"  # `scrapy crawl` that checks -a arguments first
 
 # The crawler reads JSON/protobuf API endpoints, not pages; politeness is the
 # rate limit below, and users must respect Bilibili's terms (README).

@@ -29,7 +29,7 @@ import scrapy
 from scrapy import Request, signals
 from scrapy.crawler import Crawler
 from scrapy.downloadermiddlewares.retry import get_retry_request
-from scrapy.exceptions import DontCloseSpider, UsageError
+from scrapy.exceptions import DontCloseSpider
 from scrapy.http import Response
 from scrapy.settings import BaseSettings
 from scrapy.spidermiddlewares.httperror import HttpError
@@ -41,7 +41,7 @@ from crawler.items import CLOSED, FAILED, FALLBACK, GONE, DanmakuItem, PageItem,
 from crawler.middlewares.device import SESSDATA_ENV, sessdata_from_env
 from crawler.middlewares.errors import NOT_JSON, Gone, json_payload
 from crawler.scaling import apply_redis_mode, redis_url
-from crawler.targets import TargetError, parse_targets
+from crawler.targets import TargetError, Targets, parse_targets
 
 CHINA_OFFSET = timedelta(hours=8)
 
@@ -50,6 +50,25 @@ PRIORITY_SPACE = 0
 PRIORITY_VIEW = 10
 PRIORITY_DM_VIEW = 20
 PRIORITY_SEGMENT = 30
+
+
+def read_arguments(bvid: str | None = None, aid: str | None = None, mid: str | None = None,
+                   list: str | None = None, history_days: str | int = 0) -> tuple[Targets, int]:
+    """The spider's ``-a`` arguments, checked; ``TargetError`` says what is wrong."""
+    targets = parse_targets(bvid=bvid, aid=aid, mid=mid, list_path=list)
+    if not targets:
+        raise TargetError("nothing to crawl: give -a bvid=BV..., -a aid=..., -a mid=... "
+                          "or -a list=FILE")
+    try:
+        days = int(history_days)
+    except ValueError:
+        raise TargetError(f"history_days wants a number of days, got {history_days!r}") from None
+    if days > 0 and not sessdata_from_env():
+        raise TargetError(f"history_days needs a logged-in SESSDATA cookie in ${SESSDATA_ENV}")
+    return targets, days
+
+
+ARGUMENTS = ("bvid", "aid", "mid", "list", "history_days")
 
 
 class BilibiliDanmakuSpider(scrapy.Spider):
@@ -61,21 +80,8 @@ class BilibiliDanmakuSpider(scrapy.Spider):
                  history_days: str | int = 0, **kwargs) -> None:
         list_path = kwargs.pop("list", None)
         super().__init__(**kwargs)
-        try:
-            self.targets = parse_targets(bvid=bvid, aid=aid, mid=mid, list_path=list_path)
-        except TargetError as error:
-            raise UsageError(str(error), print_help=False) from None
-        if not self.targets:
-            raise UsageError("nothing to crawl: give -a bvid=BV..., -a aid=..., -a mid=... "
-                             "or -a list=FILE", print_help=False)
-        try:
-            self.history_days = int(history_days)
-        except ValueError:
-            raise UsageError(f"history_days wants a number of days, got {history_days!r}",
-                             print_help=False) from None
-        if self.history_days > 0 and not sessdata_from_env():
-            raise UsageError(f"history_days needs a logged-in SESSDATA cookie in ${SESSDATA_ENV}",
-                             print_help=False)
+        self.targets, self.history_days = read_arguments(
+            bvid=bvid, aid=aid, mid=mid, list=list_path, history_days=history_days)
         self._last_activity = time.monotonic()
 
     @classmethod
@@ -188,6 +194,10 @@ class BilibiliDanmakuSpider(scrapy.Spider):
             try:
                 layout = decode_view(response.body)
             except DecodeError:
+                retry = self._retry(response, "undecodable dm/web/view")
+                if retry is not None:
+                    yield retry
+                    return
                 self.crawler.stats.inc_value("dd/dm_view_undecodable")
         meta = _page_meta(response.meta)
         if layout is not None and layout.closed:

@@ -69,9 +69,12 @@ def stored_danmaku(db_url: str) -> list[tuple]:
     engine = create_engine(resolve_url(db_url))
     try:
         with engine.connect() as conn:
-            return sorted(tuple(row) for row in conn.execute(text(
+            rows = [tuple(row) for row in conn.execute(text(
                 "SELECT s.key, d.dmid, d.position_ms, d.sent_at_ms, d.sender, d.text, d.mode, "
-                "d.color, d.font_size, d.pool FROM danmaku d JOIN source s ON s.id = d.source_id")))
+                "d.color, d.font_size, d.pool FROM danmaku d JOIN source s ON s.id = d.source_id"))]
+            # CSV-imported rows have no dmid and no display fields: sort them first.
+            return sorted(rows, key=lambda r: tuple((v is not None, v or 0) if i != 0 and i != 5
+                                                    else v for i, v in enumerate(r)))
     finally:
         engine.dispose()
 
