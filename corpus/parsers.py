@@ -140,7 +140,8 @@ def parse_video_csv(data: bytes) -> Iterator[VideoRecord | BadLine]:
             text = "\n".join([*pending, text])  # type: ignore[list-item]
             pending, pending_bytes = [], 0
         if not -(2**31) <= position < 2**31:
-            yield BadLine(first_line, "video time out of range", text.encode() + line[len(fields[0]):].encode())
+            raw = text.encode() + line[len(fields[0]):].encode()
+            yield BadLine(first_line, "video time out of range", raw)
             continue
         yield (first_line, text, position, sent_at)
     if pending:

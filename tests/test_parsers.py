@@ -79,10 +79,14 @@ def test_dirty_lines_are_reported_with_line_numbers():
     assert [g[1] for g in good] == ["好", "", "  spaced  ", "沙雕哈哈哈\n啊"]
     assert good[3][0] == 4 and good[3][2] == 206188
     assert [(b.line, b.reason.split(":")[0]) for b in bad] == [
-        (6, "invalid UTF-8"), (7, "bad datetime"), (8, "record not terminated by ',seconds,datetime' (truncated?)")]
+        (6, "invalid UTF-8"),
+        (7, "bad datetime"),
+        (8, "record not terminated by ',seconds,datetime' (truncated?)"),
+    ]
 
 
-csv_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n"), max_size=30)
+csv_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n"), max_size=30)
 
 
 @settings(max_examples=300, deadline=None)
@@ -101,7 +105,8 @@ def test_csv_round_trip(records):
     lines = []
     for parts, position_ms, when in records:
         text = "\n".join(parts)
-        seconds = f"{'-' if position_ms < 0 else ''}{abs(position_ms) // 1000}.{abs(position_ms) % 1000:03d}00"
+        sign = "-" if position_ms < 0 else ""
+        seconds = f"{sign}{abs(position_ms) // 1000}.{abs(position_ms) % 1000:03d}00"
         lines.append(f"{text},{seconds},{when:%Y-%m-%d %H:%M:%S}")
     data = ("\n".join(lines) + "\n").encode() if lines else b""
     parsed = list(parse_video_csv(data))
