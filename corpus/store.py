@@ -86,7 +86,7 @@ def insert_danmaku_ignoring_known(conn: Connection, rows: Sequence[Mapping[str, 
     if not rows:
         return 0
     stmt = _dialect_insert(conn, Danmaku).on_conflict_do_nothing(
-        index_elements=["source_id", "dmid"]
+        index_elements=["source_id", "dmid"], index_where=Danmaku.dmid.isnot(None)
     ).returning(Danmaku.id)
     return len(conn.execute(stmt, rows).all())
 
