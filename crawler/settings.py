@@ -56,6 +56,9 @@ AUTOTHROTTLE_START_DELAY = 1.0
 AUTOTHROTTLE_MAX_DELAY = 60.0
 AUTOTHROTTLE_TARGET_CONCURRENCY = 1.0
 DOWNLOAD_TIMEOUT = 30
+# Scrapy starts this many asyncio tasks per response to handle its output; ours
+# yield one item or a few requests, and 100 (the default) costs more than parsing.
+CONCURRENT_ITEMS = 8
 RETRY_TIMES = 3
 RETRY_HTTP_CODES: list[int] = []  # HTTP 408/412/429/5xx back off in the errors middleware
 DD_BACKOFF_BASE = 10.0

@@ -217,3 +217,45 @@ def test_rebase_keeps_path_and_query_for_every_host() -> None:
     prefixed = rebase_url("https://api.bilibili.com/x/a?b=1", "https://proxy.example/bili/")
     assert prefixed == "https://proxy.example/bili/x/a?b=1"
     assert rebase_url(prefixed, "https://proxy.example/bili/") == prefixed
+
+
+# -- error answers -------------------------------------------------------------------------------
+
+
+def _response(body: bytes, content_type: str, status: int = 200):
+    from scrapy.http import Request, Response
+
+    url = "https://api.bilibili.com/x"
+    return Response(url, status=status, body=body, headers={"Content-Type": content_type},
+                    request=Request(url))
+
+
+def test_json_is_told_from_protobuf_by_type_and_first_byte(catalog: Catalog) -> None:
+    from dataclasses import replace
+
+    from crawler.middlewares.errors import NOT_JSON, UNDECODABLE, json_payload
+
+    # A segment whose first element is 123 bytes long starts b"\n{" -- "\n" then "{".
+    first = catalog.videos[17999430].pages[0].danmaku[0]
+    size = len(segment_body([first])) - 2
+    body = segment_body([replace(first, text=first.text + "x" * (123 - size))])
+    assert body[:2] == b"\n{"
+    assert json_payload(_response(body, "application/octet-stream")) is NOT_JSON
+    assert len(decode_segment(body)) == 1
+    assert json_payload(_response(b'{"code":-352}', "application/json")) == {"code": -352}
+    assert json_payload(_response(b'{"code":-35', "text/plain")) is UNDECODABLE
+
+
+def test_back_off_doubles_and_is_bounded() -> None:
+    from scrapy.utils.test import get_crawler
+
+    from crawler.middlewares.errors import BilibiliErrorsMiddleware
+
+    crawler = get_crawler(settings_dict={"DD_BACKOFF_BASE": 10, "DD_BLOCKED_BACKOFF_BASE": 60,
+                                         "DD_BACKOFF_MAX": 1800, "DD_BACKOFF_JITTER": 0.25})
+    middleware = BilibiliErrorsMiddleware(crawler)
+    for attempt, expected in enumerate([10, 20, 40, 80, 160, 320, 640, 1280, 1800, 1800]):
+        delay = middleware.delay_for(attempt, blocked=False)
+        assert expected <= delay <= expected * 1.25
+    assert 60 <= middleware.delay_for(0, blocked=True) <= 75
+    assert middleware.delay_for(20, blocked=True) <= 1800 * 1.25

@@ -63,12 +63,13 @@ UNDECODABLE = object()
 def json_payload(response: Response) -> object:
     """The decoded JSON body, ``NOT_JSON`` for other bodies, ``UNDECODABLE`` if broken.
 
-    JSON is recognised by its content type or a leading ``{`` (protobuf bodies
-    never start with that byte: it would be a group tag).
+    JSON is recognised by its content type or a first byte ``{``: protobuf bodies
+    never start with that byte (it would be a group tag). Never strip first: a
+    segment starts with ``\n`` (field 1) and then, often enough, ``{`` (a length).
     """
     content_type = response.headers.get(b"Content-Type", b"").lower()
     body = response.body
-    if b"json" not in content_type and body.lstrip()[:1] != b"{":
+    if b"json" not in content_type and body[:1] != b"{":
         return NOT_JSON
     try:
         return json.loads(body)
