@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from scrapy import signals
 from scrapy.crawler import Crawler
 from sqlalchemy import Engine, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from corpus.db import make_engine, redact, resolve_url
 from corpus.importers.runs import now_ms, start_run
@@ -43,6 +43,18 @@ ORIGIN = "crawl:bilibili"
 PROBLEMS_KEPT = 200
 SOURCE_CACHE = 4096
 PROGRESS_LOG_S = 60.0
+FLUSH_ATTEMPTS = 3
+
+
+def storable(row: Row) -> Row:
+    """The row as the store can hold it: PostgreSQL text cannot contain NUL.
+
+    NUL becomes U+FFFD; both are deleted by BERT's text cleaning, so the corpus
+    is the same either way.
+    """
+    if "\x00" in row[4]:
+        return (*row[:4], row[4].replace("\x00", "\ufffd"), *row[5:])
+    return row
 
 
 @dataclass
@@ -98,6 +110,7 @@ class StorePipeline:
         self._pending = CrawlSummary(target="")  # counts that land with the next batch
         self._source_ids: OrderedDict[tuple[int, int], int] = OrderedDict()
         self._unkeyed: dict[int, bool] = {}
+        self._failed_flushes = 0
         self._started = time.monotonic()
         self._last_flush = self._last_log = time.monotonic()
 
@@ -134,6 +147,7 @@ class StorePipeline:
         return item
 
     def close_spider(self) -> None:
+        self._failed_flushes = max(self._failed_flushes, FLUSH_ATTEMPTS - 1)  # last chance
         self.flush()
 
     def spider_closed(self, reason: str) -> None:
@@ -161,7 +175,7 @@ class StorePipeline:
 
     def _add_danmaku(self, item: DanmakuItem) -> None:
         source_id = self._source_id(item)
-        self._buffer[source_id].extend(item.rows)
+        self._buffer[source_id].extend(map(storable, item.rows))
         self._buffered += len(item.rows)
         if item.via == "segment":
             self._pending.segments += 1
@@ -216,16 +230,34 @@ class StorePipeline:
     # -- batches ---------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Write the buffered danmaku and the run's counts in one transaction."""
+        """Write the buffered danmaku and the run's counts in one transaction.
+
+        If the store refuses (down, locked), the buffer is kept for the next
+        batch; only after ``FLUSH_ATTEMPTS`` failures in a row is it dropped,
+        counted as failed, so one bad batch cannot stall the crawl for good.
+        """
         if self.engine is None:
             return
         try:
-            after = self._write_batch()
-        except IntegrityError:
-            # Another worker (redis mode) stored some of these dmids meanwhile:
-            # everything rolled back; a second pass sees their rows.
-            self._unkeyed.clear()
-            after = self._write_batch()
+            try:
+                after = self._write_batch()
+            except IntegrityError:
+                # Another worker (redis mode) stored some of these dmids meanwhile:
+                # everything rolled back; a second pass sees their rows.
+                self._unkeyed.clear()
+                after = self._write_batch()
+        except DBAPIError as error:
+            self._failed_flushes += 1
+            if self._failed_flushes < FLUSH_ATTEMPTS:
+                logger.warning("store refused a batch (%s); keeping %d danmaku for the next one",
+                               error.orig, self._buffered)
+                return
+            logger.error("store refused a batch %d times (%s); dropping %d danmaku",
+                         self._failed_flushes, error.orig, self._buffered)
+            self.summary.failed += 1
+            self.summary.problems.append(f"failed: {self._buffered} danmaku not stored: {error.orig}")
+            after = self.summary
+        self._failed_flushes = 0
         stats = self.crawler.stats
         for name in ("danmaku_new", "danmaku_filled", "danmaku_known", "segments"):
             stats.inc_value(f"dd/{name}", getattr(after, name) - getattr(self.summary, name))

@@ -178,6 +178,8 @@ def test_crawl_merges_with_the_csv_import(db_url: str, mock: MockBilibili, catal
     first_line = csv_file.read_text(encoding="utf-8").splitlines()[0]
     with csv_file.open("a", encoding="utf-8") as out:  # rows Bilibili no longer serves
         out.write(first_line + "\n" + "已删除的弹幕,12.50000,2019-01-01 12:00:00\n")
+    # A video of the data set that is gone from Bilibili (real rows of another file).
+    shutil.copy(tree / "349991143" / "27702699.csv", tree / "349991143" / "53927818.csv")
     engine = make_engine(db_url)
     imported = import_video_csv(engine, tree, workers=1)
     engine.dispose()
@@ -190,19 +192,25 @@ def test_crawl_merges_with_the_csv_import(db_url: str, mock: MockBilibili, catal
     expected = catalog.expected_danmaku()
     stored = stored_danmaku(db_url)
     unkeyed = [row for row in stored if row[1] is None]
-    assert sorted(r[5] for r in unkeyed) == sorted([first_line.rsplit(",", 2)[0], "已删除的弹幕"])
+    gone_rows = len(catalog.videos[27702699].pages[0].danmaku)
+    assert len([r for r in unkeyed if r[0] == "video:53927818:1"]) == gone_rows  # kept
+    assert sorted(r[5] for r in unkeyed if r[0] != "video:53927818:1") == sorted(
+        [first_line.rsplit(",", 2)[0], "已删除的弹幕"])
     assert [row for row in stored if row[1] is not None] == expected  # no duplicates
     after = stored_sources(db_url)
     assert set(after) == set(before) | {"video:14034551:2"}
+    assert after["video:53927818:1"]["status"] == "gone"
     wanted = catalog.expected_sources()
     for key, row in after.items():
+        if key == "video:53927818:1":
+            continue
         assert {f: row[f] for f in wanted[key]} == wanted[key]
         assert row["origin"] == before.get(key, {"origin": "crawl:bilibili"})["origin"]
     stats = last_stats(db_url)
     page_two = len(catalog.videos[14034551].pages[1].danmaku)
     assert (stats["pages_merged"], stats["pages_new"]) == (8, 1)
     assert stats["danmaku_new"] == page_two
-    assert stats["danmaku_filled"] == len(expected) - page_two == imported.rows - 2
+    assert stats["danmaku_filled"] == len(expected) - page_two == imported.rows - 2 - gone_rows
 
 
 def test_kill_and_resume_with_jobdir(sqlite_url: str, mock: MockBilibili, catalog: Catalog,

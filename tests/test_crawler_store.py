@@ -72,3 +72,17 @@ def test_pure_crawl_source_skips_the_matching_step(db_url: str) -> None:
         assert add_crawled_danmaku(conn, source_id, rows[:700] + [crawled(5000, "x", 1, 2)],
                                    match_unkeyed=True) == (1, 0, 700)
     engine.dispose()
+
+
+def test_nul_in_a_crawled_text_is_stored_as_replacement_char(db_url: str) -> None:
+    from crawler.pipelines import storable
+
+    engine = make_engine(db_url)
+    row = crawled(99, "a\x00b", 5, 1_550_000_000_000)
+    assert storable(row)[4] == "a\ufffdb" and storable(row)[:4] == row[:4]
+    assert storable(row)[5:] == row[5:]
+    with engine.begin() as conn:
+        source_id, _ = upsert_source(conn, source_key_video(8, 1), VIDEO_PAGE, "crawl:bilibili")
+        assert add_crawled_danmaku(conn, source_id, [storable(row)]) == (1, 0, 0)
+        assert conn.execute(select(Danmaku.text)).scalar_one() == "a\ufffdb"
+    engine.dispose()
