@@ -12,7 +12,8 @@ dd's own settings (all optional):
   ``./dd.sqlite``), the same as ``dd import``'s ``--db``.
 - ``BILIBILI_BASE_URL`` (env ``DD_BILIBILI_BASE_URL``): send every request to
   this origin instead (``crawler.middlewares.base_url``).
-- ``DD_REDIS_URL`` (env too): scrapy-redis mode (``crawler.scaling``).
+- ``DD_REDIS_URL``, ``DD_REDIS_KEY``, ``DD_REDIS_IDLE_SECONDS`` (the first two also as
+  environment variables): scrapy-redis mode (``crawler.scaling``).
 - ``DD_BACKOFF_*``, ``DD_BLOCKED_BACKOFF_BASE``: ``crawler.middlewares.errors``.
 - ``DD_WBI_KEY_MAX_AGE``: ``crawler.middlewares.wbi``; ``DD_BUVID_REFRESH_AFTER``:
   ``crawler.middlewares.device``.
