@@ -159,10 +159,13 @@ def test_hopeless_requests_are_recorded_not_fatal(sqlite_url: str, catalog: Cata
             Fault(r"seg\.so\?type=1&oid=3202419301&", "code62002", times=-1),
             Fault(r"seg\.so\?type=1&oid=2770269901&pid=\d+&segment_index=34$", "truncate",
                   times=-1),
+            Fault(r"/view\?aid=27702699", "code-352", times=3),  # 3 x -352: new device cookies
         )
         done = run_crawl(mock.url, sqlite_url, {"aid": "49543438,32024193,27702699"},
-                         settings={"DD_BACKOFF_RETRIES": "2"})
+                         settings={"DD_BACKOFF_RETRIES": "4"})
+        finger_calls = len(mock.requests("/x/frontend/finger/spi"))
     check_ok(done)
+    assert finger_calls == 2
     assert stored_danmaku(sqlite_url) == catalog.expected_danmaku({27702699})  # 32024193: gone
     stats = last_stats(sqlite_url)
     assert (stats["failed"], stats["gone"], stats["fallbacks"]) == (1, 1, 1)
