@@ -95,6 +95,8 @@ def test_bad_lines_are_counted_stored_and_never_crash(db_url, tmp_path):
     with engine.connect() as conn:
         rejects = conn.execute(select(Reject.file, Reject.line, Reject.reason).order_by(Reject.line)).all()
     assert [(f, line) for f, line, _ in rejects] == [("1/10.csv", 2), ("1/10.csv", 3)]
+    with engine.connect() as conn:  # NUL cannot be stored in PostgreSQL text: U+FFFD on both
+        assert "o\ufffdk" in conn.execute(select(Danmaku.text)).scalars().all()
 
 
 def test_strict_mode_stops_before_storing_the_bad_file(sqlite_url, tmp_path):
