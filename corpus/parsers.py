@@ -71,7 +71,13 @@ def seconds_to_ms(text: str) -> int:
 
 
 def _decode_lines(data: bytes) -> list[str | bytes]:
-    """Physical lines, split at ``\\n`` only; lines that are not UTF-8 stay bytes."""
+    """Physical lines, split at ``\\n`` only; lines that are not UTF-8 stay bytes.
+
+    NUL becomes U+FFFD: PostgreSQL cannot store NUL in text, and both SQL
+    backends must hold the same texts. Google's tokenizer deletes both alike.
+    """
+    if b"\x00" in data:
+        data = data.replace(b"\x00", "\ufffd".encode())
     try:
         lines: list[str | bytes] = list(data.decode("utf-8").split("\n"))
     except UnicodeDecodeError:
@@ -163,6 +169,8 @@ def parse_live_chat(data: bytes) -> Iterator[LiveDanmaku | BadLine]:
     ``{unix_ms}:{uid}:{text}`` splits at the first two colons only; the text may
     contain colons and end in spaces, and is kept exactly.
     """
+    if b"\x00" in data:
+        data = data.replace(b"\x00", "\ufffd".encode())  # see _decode_lines
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()

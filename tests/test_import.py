@@ -88,13 +88,15 @@ def test_bad_lines_are_counted_stored_and_never_crash(db_url, tmp_path):
     (tree / "10.csv").write_bytes(
         "好,1.00000,2019-01-01 00:00:00\n".encode() + b"\xffbad,2.00000,2019-01-01 00:00:00\n"
         + b"truncated")
-    (tree / "11.csv").write_bytes(b"ok,1.00000,2019-01-01 00:00:00\n")
+    (tree / "11.csv").write_bytes(b"o\x00k,1.00000,2019-01-01 00:00:00\n")
     engine = make_engine(db_url)
     summary = import_video_csv(engine, tmp_path / "tree", workers=1)
     assert (summary.rows, summary.rejected, summary.files_imported) == (2, 2, 2)
     with engine.connect() as conn:
         rejects = conn.execute(select(Reject.file, Reject.line, Reject.reason).order_by(Reject.line)).all()
     assert [(f, line) for f, line, _ in rejects] == [("1/10.csv", 2), ("1/10.csv", 3)]
+    with engine.connect() as conn:  # NUL cannot be stored in PostgreSQL text: U+FFFD on both
+        assert "o\ufffdk" in conn.execute(select(Danmaku.text)).scalars().all()
 
 
 def test_strict_mode_stops_before_storing_the_bad_file(sqlite_url, tmp_path):

@@ -86,7 +86,7 @@ def test_dirty_lines_are_reported_with_line_numbers():
 
 
 csv_text = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n"), max_size=30)
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\x00"), max_size=30)
 
 
 @settings(max_examples=300, deadline=None)
@@ -135,6 +135,12 @@ def test_csv_parser_never_raises_and_never_loses_a_line(data):
             lines_accounted += item[1].count("\n") + 1
     expected = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
     assert lines_accounted == expected
+
+
+def test_nul_becomes_replacement_character():
+    """PostgreSQL cannot store NUL; both parsers turn it into U+FFFD (Google deletes both)."""
+    assert next(parse_video_csv(b"o\x00k,1.00000,2019-01-01 00:00:00\n"))[1] == "o\ufffdk"
+    assert next(parse_live_chat(b"1:2:o\x00k\n")).text == "o\ufffdk"
 
 
 def test_live_lines():
