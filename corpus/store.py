@@ -7,6 +7,7 @@ already there (same source and dmid) is never added twice.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -94,6 +95,31 @@ def insert_danmaku_ignoring_known(conn: Connection, rows: Sequence[Mapping[str, 
 CRAWLED_FIELDS = ("dmid", "position_ms", "sent_at_ms", "sender", "text", "mode", "color",
                   "font_size", "pool")
 _IN_CHUNK = 500
+
+
+def drop_already_crawled(conn: Connection, source_id: int,
+                         rows: Sequence[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+    """CSV rows (text, position_ms, sent_at_ms) minus those the crawler already stored.
+
+    The CSV data set has no dmids, so a comment is the same comment when text,
+    position and sent-at time agree; equal rows pair off one to one. Only a
+    source that holds crawled (dmid) rows costs a query.
+    """
+    has_crawled = conn.execute(
+        select(Danmaku.id).where(Danmaku.source_id == source_id, Danmaku.dmid.isnot(None)).limit(1)
+    ).first()
+    if not has_crawled:
+        return list(rows)
+    stored = collections.Counter(conn.execute(
+        select(Danmaku.text, Danmaku.position_ms, Danmaku.sent_at_ms)
+        .where(Danmaku.source_id == source_id)).tuples())
+    kept = []
+    for row in rows:
+        if stored[row] > 0:
+            stored[row] -= 1
+        else:
+            kept.append(row)
+    return kept
 
 
 def has_unkeyed_danmaku(conn: Connection, source_id: int) -> bool:
