@@ -112,7 +112,7 @@ def drop_already_crawled(conn: Connection, source_id: int,
         return list(rows)
     stored = collections.Counter(conn.execute(
         select(Danmaku.text, Danmaku.position_ms, Danmaku.sent_at_ms)
-        .where(Danmaku.source_id == source_id)).tuples())
+        .where(Danmaku.source_id == source_id)).all())
     kept = []
     for row in rows:
         if stored[row] > 0:
