@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from corpus.cli import corpus_app, db_app, import_app
+from crawler.cli import crawl_app
 from dd import __version__
 
 app = typer.Typer(
@@ -19,6 +20,7 @@ app = typer.Typer(
 )
 app.add_typer(import_app, name="import")
 app.add_typer(db_app, name="db")
+app.add_typer(crawl_app, name="crawl")
 app.add_typer(corpus_app, name="corpus")
 
 
