@@ -6,7 +6,10 @@
    ``live_danmaku``) with ``dd import csv`` / ``dd import live`` into a fresh
    SQLite file, unless ``--db`` names one already filled.
 2. Times, each in its own process (so each peak RSS is its own):
-   - the project's export of the whole store (``export_corpus``, 1 and 2 workers);
+   - the project's export of the whole store (``export_corpus``, 1 and 2 workers),
+     start-up (vocab tables) included;
+   - the floor under any export from this store: its query through the raw
+     SQLite cursor, rows fetched and dropped;
    - the reference: Google's ``FullTokenizer`` making the keep/drop decision on
      the first ``--slice`` danmaku of the store in export order (the study's
      filter, without reading or writing anything);
@@ -95,13 +98,31 @@ def stage_filter(db: str, n: int) -> dict:
     from corpus.vocab_filter import KEEP, VocabFilter
 
     texts = _slice(db, n)
-    wall, cpu = time.perf_counter(), time.process_time()
     vocab_filter = VocabFilter(VOCAB)
+    wall, cpu = time.perf_counter(), time.process_time()
     kept = 0
     for start in range(0, len(texts), 20_000):
         kept += vocab_filter.decide_batch(one_line_batch(texts[start:start + 20_000])).count(KEEP)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return {"danmaku": len(texts), "kept": kept, "seconds": wall, "cpu": cpu, "rss_mb": _peak_rss_mb()}
+
+
+def stage_scan(db: str) -> dict:
+    """The floor: the export's query through the raw cursor, nothing done with the rows."""
+    import sqlite3
+
+    from corpus.db import make_engine
+    from corpus.export_reader import Selection, _sql, queries
+
+    engine = make_engine(db)
+    sql = _sql(queries(Selection())[1], engine)
+    wall, cpu = time.perf_counter(), time.process_time()
+    cursor = sqlite3.connect(db).execute(sql)
+    rows = 0
+    while batch := cursor.fetchmany(20_000):
+        rows += len(batch)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"danmaku": rows, "seconds": wall, "cpu": cpu, "rss_mb": _peak_rss_mb()}
 
 
 def run_stage(*args: str) -> dict:
@@ -162,6 +183,8 @@ def main() -> None:
             print(json.dumps(stage_export(rest[0], rest[1], int(rest[2]))))
         elif name == "reference":
             print(json.dumps(stage_reference(rest[0], int(rest[1]))))
+        elif name == "scan":
+            print(json.dumps(stage_scan(rest[0])))
         else:
             print(json.dumps(stage_filter(rest[0], int(rest[1]))))
         return
@@ -182,6 +205,7 @@ def main() -> None:
         print("reference filter ...", file=sys.stderr)
         reference = run_stage("reference", str(db), str(args.slice))
         ours = run_stage("filter", str(db), str(args.slice))
+        scan = run_stage("scan", str(db))
         if ours["kept"] != reference["kept"]:
             sys.exit(f"filter disagrees with the reference: {ours['kept']} != {reference['kept']} kept")
         corpus_file = out / "danmaku_text_pure.txt"
@@ -196,6 +220,7 @@ def main() -> None:
         ("dd VocabFilter alone, same slice", ours),
         ("dd corpus export, whole store, 1 process", export1),
         ("dd corpus export, whole store, 2 workers", export2),
+        ("SQLite scan alone (export query, raw cursor, rows dropped)", scan),
         ("cat danmaku_text_pure.txt", cat),
     ]
     body = table(rows, ref_rate, cat_rate)
