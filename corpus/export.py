@@ -76,7 +76,7 @@ def one_line_batch(texts: list[str]) -> list[str]:
     joined = "\x00".join(lines)
     if _LINE_BREAKS.search(joined) is None:
         return lines
-    ends = list(accumulate(len(line) + 1 for line in lines))
+    ends = list(accumulate(map((1).__add__, map(len, lines))))  # one past each separator
     for i in {bisect_right(ends, m.start()) for m in _LINE_BREAKS.finditer(joined)}:
         lines[i] = _LINE_BREAKS.sub(" ", lines[i])
     return lines
@@ -117,7 +117,8 @@ class ExportOptions:
     def as_manifest(self) -> dict[str, Any]:
         return {
             "eval_fraction": self.eval_fraction, "eval_rooms": sorted(self.eval_rooms),
-            "eval_rule": "sha256(source key) < eval_fraction, or a live broadcast of eval_rooms",
+            "eval_rule": "int(sha256(source key)[:8 bytes]) / 2**64 < eval_fraction, "
+                         "or a live broadcast of eval_rooms",
             "min_danmaku_per_doc": self.min_danmaku_per_doc,
             "collapse_repeats": self.collapse_repeats, "max_chars": self.max_chars,
             "one_line": "tabs and line breaks -> space, strip",
@@ -290,8 +291,10 @@ class _Exporter:
     def _open(self, source_id: int) -> _Document:
         self._close()
         # Sources before this one had no rows in the selection: no document.
-        while self.sources[0].id != source_id:
+        while self.sources and self.sources[0].id != source_id:
             self._finish_source(self.sources.popleft(), documented=False)
+        if not self.sources:
+            raise RuntimeError(f"danmaku of source {source_id}, which the source query did not return")
         source = self.sources.popleft()
         out = self.train
         if self.eval is not None and goes_to_eval(source.key, source.kind, source.room_id, self.options):
@@ -600,6 +603,13 @@ def _publish(staging: Path, final: Path, manifest: dict[str, Any], force: bool) 
         os.replace(staging, final)
         shutil.rmtree(trash, ignore_errors=True)
     else:
-        os.replace(staging, final)
+        try:
+            os.replace(staging, final)
+        except OSError:
+            # Another export finished the same version first: fine if it is this corpus.
+            existing = mf.read_manifest(final)
+            if existing is None or not mf.same_content(existing, manifest):
+                raise
+            return False
     mf.fsync_dir(final.parent)
     return True

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
 from corpus import manifest as mf
@@ -20,6 +22,7 @@ from corpus.export import (
     eval_hash,
     export_corpus,
     one_line,
+    one_line_batch,
 )
 from corpus.importers.live_chat import import_live_chat
 from corpus.importers.video_csv import import_video_csv
@@ -320,3 +323,18 @@ def test_nothing_kept_is_an_error(sqlite_url, tmp_path):
 def test_one_line():
     assert one_line(" a\r\nb\tc\u2028d\x85e ") == "a  b c d e"
     assert one_line("\n草\n") == "草"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet=st.sampled_from("ab草 \t\n\r\x0b\x0c\x1c\x85\u2028\u2029\u3000\x00"),
+                        max_size=8), max_size=12))
+def test_one_line_batch_is_one_line_of_each(texts):
+    assert one_line_batch(texts) == [one_line(t) for t in texts]
+
+
+def test_memory_stays_bounded():
+    """The only cache grows to its limit and no further, whatever the input."""
+    vocab_filter = VocabFilter(VOCAB, cache_limit=50)
+    for start in range(0, 2000, 100):
+        vocab_filter.decide_batch([f"word{n}x 草" for n in range(start, start + 100)])
+        assert len(vocab_filter._runs) <= 50 + 100
