@@ -16,24 +16,25 @@ decides its path (shares of the 2.8 M danmaku of the shared sample):
 * SPACE/SOLO only (70%): whitespace and CJK ideographs / punctuation that are
   vocab tokens themselves. Google isolates each such character as a token, so
   the text is kept iff it has one.
-* WORD (27%: ``awsl``, ``tql``, ``233``, kana, hangul): plus runs of
-  characters whose lowercased, accent-stripped form (``google_form``: ``A`` ->
-  ``a``, ``が`` -> ``か``, ``é`` -> ``e``) is the same wherever they stand and is
-  left alone by punctuation splitting and CJK spacing. Google's tokens are then
-  the solo characters plus WordPiece of each run's form: only runs need
-  WordPiece, and their verdicts are cached by run (54 k distinct in 1.1 M).
+* WORD (28%: ``awsl``, ``tql``, ``233``, kana, hangul, zero-width marks):
+  plus runs of characters whose ``google_form`` -- deleted, or lowercased and
+  stripped of accents: ``A`` -> ``a``, ``が`` -> ``か``, ``\u200b`` -> "" -- is
+  the same wherever they stand and is left alone by punctuation splitting and
+  CJK spacing. Google's tokens are then the solo characters plus WordPiece of
+  each run's form: only runs need WordPiece, and their verdicts are cached by
+  run (68 k distinct runs in 1.1 M).
 * DROP (2.4%): a character no tokenization can cover -- a solo character
   missing from the vocab, or an unchanged word character found in no vocab
   token (emoji, unassigned code points) -- is an [UNK] whatever surrounds it.
-* DELETED/HARD (0.4%: zero-width characters inside words, combining marks,
-  final sigma, compatibility ideographs, ...): ``BertTokenizer.ids_batch``.
+* HARD (650 of 2.8 M: final sigma, compatibility ideographs, punctuation that
+  NFD changes, ...): ``BertTokenizer.ids_batch``.
 
 The classes of a whole batch are one numpy gather over its code points (the
 batch joined by newlines, which are whitespace to Google) and the worst class
-per text one ``maximum.reduceat``. Measured alternatives, 2.8 M danmaku: a
-regex per text 1.5 CPU-s, one regex pass over the joined batch 2.0 CPU-s (sre
-pays per position), this 0.5 CPU-s. A cache of whole-text decisions did not
-pay at all (see ``corpus/export.py``).
+per text one ``maximum.reduceat``. Measured on the 2.8 M danmaku (CPU seconds,
+same process): a regex per text 1.55, one regex pass over the joined batch 2.0
+(sre pays per position), this 0.9. A cache of whole-text decisions did not pay
+(see ``corpus/export.py``).
 """
 
 from __future__ import annotations
