@@ -112,10 +112,10 @@ def stage_scan(db: str) -> dict:
     import sqlite3
 
     from corpus.db import make_engine
-    from corpus.export_reader import Selection, _sql, queries
+    from corpus.export_reader import Selection, queries, sql_text
 
     engine = make_engine(db)
-    sql = _sql(queries(Selection())[1], engine)
+    sql = sql_text(queries(Selection())[1], engine)
     wall, cpu = time.perf_counter(), time.process_time()
     cursor = sqlite3.connect(db).execute(sql)
     rows = 0

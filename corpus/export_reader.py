@@ -127,7 +127,8 @@ def queries(selection: Selection, part: Part = WHOLE) -> tuple[Select, Select]:
     return sources, danmaku.order_by(Danmaku.source_id, Danmaku.sent_at_ms, Danmaku.id)
 
 
-def _sql(stmt: Select, engine: Engine) -> str:
+def sql_text(stmt: Select, engine: Engine) -> str:
+    """The statement as SQL for a raw DBAPI cursor."""
     # Every value bound here is an int or one of SOURCE_KINDS: safe to inline,
     # and the raw DBAPI cursor then needs no parameter style of its own.
     return str(stmt.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
@@ -187,8 +188,8 @@ def read_chunks(engine: Engine, selection: Selection, chunk_rows: int, part: Par
             dbapi.execute("BEGIN")  # one snapshot for both cursors
             src_cur, dm_cur = dbapi.cursor(), dbapi.cursor()
         try:
-            src_cur.execute(_sql(sources_q, engine))
-            dm_cur.execute(_sql(danmaku_q, engine))
+            src_cur.execute(sql_text(sources_q, engine))
+            dm_cur.execute(sql_text(danmaku_q, engine))
             pending: list[SourceRow] = []
             sources_done = False
 
