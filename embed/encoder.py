@@ -65,7 +65,9 @@ class Encoder:
         s = self.settings
         model_max = int(getattr(backbone, "max_sequence_length", 512))
         if not 2 <= s.max_seq_len <= model_max:
-            raise ValueError(f"max_seq_len must be between 2 and {model_max} (the model's), got {s.max_seq_len}")
+            raise ValueError(
+                f"max_seq_len must be between 2 and {model_max} (the model's), got {s.max_seq_len}"
+            )
         if s.batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {s.batch_size}")
         self.layers = resolve_layers(s.layers, int(backbone.num_layers))
@@ -85,17 +87,20 @@ class Encoder:
         return (s.max_seq_len, self.dim) if s.pooling.token_level else (self.dim,)
 
     # -- inputs ---------------------------------------------------------------
-    def _frame(self, pieces: Sequence[int]) -> list[int]:
-        return [self.cls_id, *pieces[: self.settings.max_seq_len - 2], self.sep_id]
+    def frame(self, pieces: Sequence[Sequence[int]]) -> tuple[list[list[int]], int]:
+        """``[CLS] pieces [SEP]`` per text, cut to ``max_seq_len``; also how many were cut."""
+        keep = self.settings.max_seq_len - 2
+        framed = [[self.cls_id, *p[:keep], self.sep_id] for p in pieces]
+        return framed, sum(len(p) > keep for p in pieces)
 
-    def ids_for_texts(self, texts: Sequence[str]) -> list[list[int]]:
-        """``[CLS] word pieces [SEP]`` ids per text, truncated to ``max_seq_len``."""
-        return [self._frame(ids) for ids in self.tokenizer.ids_batch(texts)]
+    def ids_for_texts(self, texts: Sequence[str]) -> tuple[list[list[int]], int]:
+        """Framed word-piece ids per text and the number of texts truncated."""
+        return self.frame(self.tokenizer.ids_batch(texts))
 
-    def ids_for_tokens(self, token_lists: Sequence[Sequence[str]]) -> list[list[int]]:
+    def ids_for_tokens(self, token_lists: Sequence[Sequence[str]]) -> tuple[list[list[int]], int]:
         """Same for pre-tokenized input (bert-as-service's ``is_tokenized``): unknown -> [UNK]."""
         vocab, unk = self.tokenizer.vocab, self.tokenizer.vocab[UNK]
-        return [self._frame([vocab.get(t, unk) for t in tokens]) for tokens in token_lists]
+        return self.frame([[vocab.get(t, unk) for t in tokens] for tokens in token_lists])
 
     # -- model ----------------------------------------------------------------
     def encode_ids(
@@ -122,9 +127,9 @@ class Encoder:
         self, texts: Sequence[str], on_batch: Callable[[int], None] | None = None
     ) -> np.ndarray:
         """One vector per text (``[n, dim]``; ``[n, max_seq_len, dim]`` for NONE)."""
-        return self.encode_ids(self.ids_for_texts(texts), on_batch)
+        return self.encode_ids(self.ids_for_texts(texts)[0], on_batch)
 
     def encode_tokens(
         self, token_lists: Sequence[Sequence[str]], on_batch: Callable[[int], None] | None = None
     ) -> np.ndarray:
-        return self.encode_ids(self.ids_for_tokens(token_lists), on_batch)
+        return self.encode_ids(self.ids_for_tokens(token_lists)[0], on_batch)

@@ -22,7 +22,7 @@ service can use them without TensorFlow.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 
@@ -30,7 +30,7 @@ _MASK_OFFSET = np.float32(1e30)
 _MEAN_JITTER = np.float32(1e-10)
 
 
-class Pooling(str, Enum):
+class Pooling(StrEnum):
     """A bert-as-service pooling strategy (its names, including the aliases)."""
 
     NONE = "NONE"
