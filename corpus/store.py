@@ -85,7 +85,7 @@ def insert_danmaku_ignoring_known(conn: Connection, rows: Sequence[Mapping[str, 
     if not rows:
         return 0
     stmt = _dialect_insert(conn, Danmaku).on_conflict_do_nothing(
-        index_elements=["source_id", "dmid"]
+        index_elements=["source_id", "dmid"], index_where=Danmaku.dmid.isnot(None)
     )
     result = conn.execute(stmt, rows)
     return max(result.rowcount, 0)

@@ -10,6 +10,10 @@ batch in flight and a re-run skips every committed file.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
+import contextlib
+import itertools
 import multiprocessing
 import os
 import time
@@ -36,6 +40,7 @@ from corpus.store import insert_danmaku, source_key_video, upsert_source
 KIND = "video_csv"
 DEFAULT_BATCH_ROWS = 100_000
 COLUMNS = ("source_id", "text", "position_ms", "sent_at_ms")
+IN_FLIGHT_PER_WORKER = 16
 
 
 @dataclass
@@ -143,22 +148,34 @@ def import_video_csv(
     return summary
 
 
-class _parsed_files:
-    """Ordered results of ``read_csv_file`` from a process pool (or inline for 1 worker)."""
+@contextlib.contextmanager
+def _parsed_files(tasks: list, workers: int) -> Iterator[Iterator[ParsedFile]]:
+    """Ordered results of ``read_csv_file`` from worker processes, a bounded number ahead.
 
-    def __init__(self, tasks: list, workers: int) -> None:
-        self.tasks, self.workers, self.pool = tasks, workers, None
+    At most ``IN_FLIGHT_PER_WORKER`` files per worker are parsed but not yet
+    written, so memory stays flat however large the tree (``Pool.imap`` would
+    queue every finished result while the writer lags behind).
+    """
+    if workers <= 1 or len(tasks) < 8:
+        yield map(read_csv_file, tasks)
+        return
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        def ordered() -> Iterator[ParsedFile]:
+            pending: collections.deque = collections.deque()
+            queue = iter(tasks)
+            for task in itertools.islice(queue, workers * IN_FLIGHT_PER_WORKER):
+                pending.append(pool.submit(read_csv_file, task))
+            while pending:
+                result = pending.popleft().result()
+                for task in itertools.islice(queue, 1):
+                    pending.append(pool.submit(read_csv_file, task))
+                yield result
 
-    def __enter__(self) -> Iterator[ParsedFile]:
-        if self.workers <= 1 or len(self.tasks) < 8:
-            return map(read_csv_file, self.tasks)
-        self.pool = multiprocessing.get_context("spawn").Pool(self.workers)
-        return self.pool.imap(read_csv_file, self.tasks, chunksize=8)
-
-    def __exit__(self, *exc) -> None:
-        if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
+        try:
+            yield ordered()
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _commit(engine: Engine, batch: list[ParsedFile], run_id: int, summary: ImportSummary,
