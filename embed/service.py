@@ -60,11 +60,13 @@ class Load:
     truncated: int = 0
     queued_texts: int = 0
     largest_batch: int = 0
+    busy_s: float = 0.0  # time the model worker spent encoding
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("started")
         out["uptime_s"] = round(time.time() - self.started, 1)
+        out["busy_s"] = round(self.busy_s, 3)
         out["mean_batch_texts"] = round(self.texts / self.batches, 2) if self.batches else 0.0
         return out
 
@@ -106,6 +108,7 @@ class Batcher:
         return await job.future
 
     def _encode(self, jobs: list[_Job]) -> list[np.ndarray]:
+        started = time.perf_counter()
         ids: list[list[int]] = []
         for job in jobs:
             prepare = self.encoder.ids_for_tokens if job.tokenized else self.encoder.ids_for_texts
@@ -114,6 +117,7 @@ class Batcher:
             self.load.truncated += cut
         vectors = self.encoder.encode_ids(ids)
         bounds = np.cumsum([len(j.items) for j in jobs])[:-1]
+        self.load.busy_s += time.perf_counter() - started
         return np.split(vectors, bounds)
 
     async def _gather(self, first: _Job) -> tuple[list[_Job], bool]:
