@@ -184,7 +184,8 @@ async def load(url: str, clients: int, per_client: int, texts: list[str]) -> tup
         for r in range(per_client):
             start = (k * 7 + r * 4) % (len(texts) - 4)
             t0 = time.perf_counter()
-            async with session.post(f"{url}/encode", json={"id": r, "texts": texts[start : start + 4]}) as resp:
+            body = {"id": r, "texts": texts[start : start + 4]}
+            async with session.post(f"{url}/encode", json=body) as resp:
                 assert resp.status == 200, await resp.text()
                 await resp.read()
             latencies.append(time.perf_counter() - t0)
@@ -195,6 +196,11 @@ async def load(url: str, clients: int, per_client: int, texts: list[str]) -> tup
         started = time.perf_counter()
         await asyncio.gather(*(client(k, session) for k in range(clients)))
         return latencies, time.perf_counter() - started
+
+
+def percentile_ms(seconds: list[float], q: float) -> float:
+    ordered = sorted(seconds)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
 def status(url: str) -> dict:
@@ -233,18 +239,17 @@ def bench_service(model_dir: Path, batch_size: int) -> tuple[list[tuple], float]
             latencies, seconds = asyncio.run(load(url, clients, per_client, texts))
             after = status(url)
             batch = (after["texts"] - before["texts"]) / max(1, after["batches"] - before["batches"])
-            latencies.sort()
-            p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
             rows.append((clients, len(latencies), len(latencies) / seconds, 4 * len(latencies) / seconds,
-                         p(0.50), p(0.99), batch))
+                         percentile_ms(latencies, 0.50), percentile_ms(latencies, 0.99), batch))
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, status, usage = os.wait4(proc.pid, 0)
+        _, _, usage = os.wait4(proc.pid, 0)
     return rows, usage.ru_maxrss / 1024
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
