@@ -171,8 +171,8 @@ def _open_input(path: str) -> Iterator[tuple[TextIO, int | None]]:
 @embed_app.command("encode")
 def encode_cmd(
     model: ModelOption,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output .npy: [lines, dim] float32 "
-                                      "([lines, max_seq_len, dim] for NONE).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .npy, float32, shape (lines, dim) "
+                                      "or (lines, max_seq_len, dim) for NONE.")],
     input_: Annotated[
         str, typer.Option("--input", "-i", help="Text file, one text per line, or - for stdin.")
     ] = "-",
@@ -215,11 +215,12 @@ def encode_cmd(
         console.print(f"[yellow]warning:[/] skipped {counts.empty} empty line(s) ({counts.empty_summary()}); "
                       "output rows follow the non-empty lines")
     table = Table(title="dd embed encode")
-    for column in ("lines read", "encoded", "already in --out", "empty skipped", "truncated", "shape", "out"):
+    for column in ("lines read", "encoded", "already in --out", "empty skipped", "truncated"):
         table.add_column(column, justify="right")
     table.add_row(f"{counts.read:,}", f"{stats.encoded:,}", f"{stats.resumed:,}", f"{counts.empty:,}",
-                  f"{stats.truncated:,}", str((writer.rows, *encoder.output_shape)), str(out))
+                  f"{stats.truncated:,}")
     console.print(table)
+    console.print(f"wrote {out}: float32 {(writer.rows, *encoder.output_shape)}")
     if stats.truncated:
         console.print(f"{stats.truncated} text(s) were longer than --max-seq-len {max_seq_len} tokens "
                       "and were truncated.")

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from corpus.tokenizer import UNK, BertTokenizer
-from embed.features import LayerFeatures
 from embed.pooling import Pooling, pool, resolve_layers
 
 CLS, SEP = "[CLS]", "[SEP]"
@@ -77,6 +76,8 @@ class Encoder:
                 raise ValueError(f"{vocab_path} has no {special} token: not a BERT vocabulary")
         self.cls_id = self.tokenizer.vocab[CLS]
         self.sep_id = self.tokenizer.vocab[SEP]
+        from embed.features import LayerFeatures  # TensorFlow: only once a model is there
+
         self.features = LayerFeatures(backbone, self.layers)
         self.dim = s.pooling.width(self.features.hidden)
 
