@@ -43,12 +43,12 @@ def layout_2d(vectors: np.ndarray, *, seed: int = SEED, iterations: int = ITERAT
     """``[n, d]`` vectors -> ``[n, 2]`` by PCA then t-SNE (the study's settings)."""
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     vectors = np.asarray(vectors, dtype=np.float64)
     n, d = vectors.shape
     if n < 3:
         raise ValueError(f"need at least 3 phrases for t-SNE, got {n}")
-    reduced = PCA(n_components=min(PCA_DIMS, n, d), random_state=seed).fit_transform(vectors)
     tsne = TSNE(
         n_components=2,
         perplexity=tsne_perplexity(n),
@@ -57,7 +57,10 @@ def layout_2d(vectors: np.ndarray, *, seed: int = SEED, iterations: int = ITERAT
         init="random",
         random_state=seed,
     )
-    return tsne.fit_transform(reduced)
+    # A few hundred points: OpenMP threads only add spin-waiting (10x slower on a busy 2-core box).
+    with threadpool_limits(limits=1):
+        reduced = PCA(n_components=min(PCA_DIMS, n, d), random_state=seed).fit_transform(vectors)
+        return tsne.fit_transform(reduced)
 
 
 def _overlapping_pairs(boxes) -> list[tuple[int, int]]:
