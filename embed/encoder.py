@@ -7,7 +7,10 @@ This is bert-as-service's feature path on keras-hub: Google-exact word pieces
 Texts are sorted by token count before batching so a batch is padded only to
 its own longest member (not to ``max_seq_len``): padding costs as much compute
 as a real token, and BERT with an attention mask gives the same vectors either
-way. Results come back in input order.
+way. A batch also closes early when the next, longer text would bring its
+padding above ``MAX_PADDING`` times its real tokens (one long phrase among short
+ones gets a batch of its own instead of stretching 30 others). Results come
+back in input order.
 """
 
 from __future__ import annotations
@@ -24,6 +27,30 @@ from embed.pooling import Pooling, pool, resolve_layers
 CLS, SEP = "[CLS]", "[SEP]"
 DEFAULT_MAX_SEQ_LEN = 32
 DEFAULT_BATCH_SIZE = 64
+MAX_PADDING = 0.25  # padding slots allowed per real token in a batch
+
+
+def plan_batches(
+    lengths: Sequence[int], batch_size: int, max_padding: float = MAX_PADDING
+) -> list[np.ndarray]:
+    """Indices of ``lengths`` in batches: by length, at most ``batch_size`` each, and padding
+    at most ``max_padding`` times the batch's real tokens (a batch of one is always allowed)."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    batches: list[list[int]] = []
+    current: list[int] = []
+    real = 0
+    for index in order:
+        n = int(lengths[index])
+        if current and (
+            len(current) == batch_size or (len(current) + 1) * n > (1 + max_padding) * (real + n)
+        ):
+            batches.append(current)
+            current, real = [], 0
+        current.append(int(index))
+        real += n
+    if current:
+        batches.append(current)
+    return [np.asarray(b) for b in batches]
 
 
 @dataclass(frozen=True)
@@ -110,9 +137,7 @@ class Encoder:
         """Vectors for framed id lists, batched by length, returned in input order."""
         s = self.settings
         out = np.zeros((len(ids), *self.output_shape), dtype=np.float32)
-        order = np.argsort([len(x) for x in ids], kind="stable")
-        for start in range(0, len(ids), s.batch_size):
-            rows = order[start : start + s.batch_size]
+        for rows in plan_batches([len(x) for x in ids], s.batch_size):
             width = max(len(ids[r]) for r in rows)
             token_ids = np.zeros((len(rows), width), dtype=np.int32)
             mask = np.zeros((len(rows), width), dtype=np.int32)
