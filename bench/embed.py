@@ -20,7 +20,10 @@ The service part starts ``dd embed serve`` in a subprocess and drives it from
 here with a bounded load generator: C clients, each sending a fixed number of
 requests of 4 phrases back to back, for C = 1, 8, 32.
 
-    python bench/embed.py [--batch-size 32] [--rounds 3]
+Thread pools that spin-wait (torch's OpenMP) suffer most when other work
+shares the cores, so the comparison is also made with one thread per side.
+
+    python bench/embed.py [--batch-size 32] [--rounds 5] [--threads 2 1]
 """
 
 from __future__ import annotations
@@ -71,7 +74,15 @@ def peak_rss_mib() -> float:
 
 
 # -- workers (each in its own process) ----------------------------------------
-def dd_worker(conn, model_dir: str, batch_size: int) -> None:
+def limit_threads(threads: int) -> None:
+    """Before TensorFlow/torch start: their thread pools read these variables."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
+        os.environ[var] = str(threads)
+    os.environ["TF_NUM_INTEROP_THREADS"] = "1" if threads == 1 else "2"
+
+
+def dd_worker(conn, model_dir: str, batch_size: int, threads: int) -> None:
+    limit_threads(threads)
     import numpy as np
 
     from embed.encoder import EncoderSettings
@@ -96,10 +107,13 @@ def dd_worker(conn, model_dir: str, batch_size: int) -> None:
     conn.send(peak_rss_mib())
 
 
-def hf_worker(conn, model_dir: str, batch_size: int, mode: str) -> None:
+def hf_worker(conn, model_dir: str, batch_size: int, threads: int, mode: str) -> None:
+    limit_threads(threads)
     import numpy as np
     import torch
     import transformers
+
+    torch.set_num_threads(threads)
 
     texts = phrases()
     model = transformers.BertModel.from_pretrained(model_dir, add_pooling_layer=False).eval()
@@ -140,12 +154,14 @@ def hf_worker(conn, model_dir: str, batch_size: int, mode: str) -> None:
     conn.send(peak_rss_mib())
 
 
-def bench_encode(model_dir: Path, batch_size: int, rounds: int) -> list[tuple[str, float, float, float]]:
+def bench_encode(model_dir: Path, batch_size: int, rounds: int,
+                 threads: int) -> list[tuple[str, float, float, float]]:
     ctx = mp.get_context("spawn")
+    common = (str(model_dir), batch_size, threads)
     sides = {
-        "dd embed encode": (dd_worker, (str(model_dir), batch_size)),
-        "transformers pipeline(feature-extraction)": (hf_worker, (str(model_dir), batch_size, "pipeline")),
-        "transformers BertModel loop": (hf_worker, (str(model_dir), batch_size, "loop")),
+        "dd embed encode": (dd_worker, common),
+        "transformers pipeline(feature-extraction)": (hf_worker, (*common, "pipeline")),
+        "transformers BertModel loop": (hf_worker, (*common, "loop")),
     }
     workers, vectors, times = {}, {}, {name: [] for name in sides}
     for name, (target, args) in sides.items():
@@ -251,7 +267,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, nargs="+", default=[os.cpu_count() or 2, 1],
+                        help="thread counts to compare at (default: all cores, then 1)")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     work = Path(tempfile.mkdtemp(prefix="dd-bench-embed-"))
@@ -263,15 +281,18 @@ def main() -> None:
         maker.start()
         maker.join()
         n = len(phrases())
-        print(f"\n## encode: {n} meme phrases, BERT-base random, batch {args.batch_size}, "
-              f"max_seq_len {MAX_SEQ_LEN}, CPU ({os.cpu_count()} cores), median of {args.rounds}")
-        rows = bench_encode(model_dir, args.batch_size, args.rounds)
-        ours = rows[0][1]
-        print("| | sentences/s (median) | best | ratio dd / this | peak RSS MiB |")
-        print("|---|---:|---:|---:|---:|")
-        for name, median, best, rss in rows:
-            print(f"| {name} | {median:.1f} | {best:.1f} | {ours / median:.2f}x | {rss:.0f} |")
-        print(f"\n## serve: requests of 4 phrases, batch {args.batch_size}, load generator in this process")
+        for threads in args.threads:
+            print(f"\n## encode: {n} meme phrases, BERT-base random, batch {args.batch_size}, "
+                  f"max_seq_len {MAX_SEQ_LEN}, CPU, {threads} thread(s), median of {args.rounds} "
+                  f"(load average {os.getloadavg()[0]:.1f})")
+            rows = bench_encode(model_dir, args.batch_size, args.rounds, threads)
+            ours = rows[0][1]
+            print("| | sentences/s (median) | best | ratio dd / this (median) | peak RSS MiB |")
+            print("|---|---:|---:|---:|---:|")
+            for name, median, best, rss in rows:
+                print(f"| {name} | {median:.1f} | {best:.1f} | {ours / median:.2f}x | {rss:.0f} |")
+        print(f"\n## serve: requests of 4 phrases, batch {args.batch_size}, load generator in this process "
+              f"(load average {os.getloadavg()[0]:.1f})")
         service_rows, rss = bench_service(model_dir, args.batch_size)
         print("| clients | requests | requests/s | sentences/s | p50 ms | p99 ms | mean batch (texts) |")
         print("|---:|---:|---:|---:|---:|---:|---:|")
