@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from corpus.cli import db_app, import_app
+from crawler.cli import crawl_app
 from dd import __version__
 from embed.cli import embed_app
 
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 app.add_typer(import_app, name="import")
 app.add_typer(db_app, name="db")
+app.add_typer(crawl_app, name="crawl")
 app.add_typer(embed_app, name="embed")
 
 

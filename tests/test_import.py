@@ -264,3 +264,24 @@ def test_cli_errors_are_clear(tmp_path):
                                       str(tmp_path / "x.sqlite")], env={"COLUMNS": "200"})
     assert result.exit_code != 0
     assert "is not a directory" in result.output
+
+
+def test_csv_import_after_a_crawl_adds_only_what_the_crawler_lacked(db_url):
+    """A crawl stored two of a video's comments (with dmids); the CSV import adds the rest once."""
+    from corpus.store import add_crawled_danmaku
+
+    engine = make_engine(db_url)
+    path = VIDEO / "125823832/14034551.csv"
+    records = [r for r in parse_video_csv(path.read_bytes()) if isinstance(r, tuple)]
+    with engine.begin() as conn:
+        source_id, _ = upsert_source(conn, "video:14034551:1", "video_page", "crawl", {"cid": 5})
+        crawled = [(900 + i, r[2], r[3], "abcd", r[1], 1, 0xFFFFFF, 25, 0)
+                   for i, r in enumerate(records[:2])]
+        add_crawled_danmaku(conn, source_id, crawled)
+    summary = import_video_csv(engine, VIDEO, workers=1)
+    with engine.connect() as conn:
+        stored = conn.execute(select(Danmaku.text, Danmaku.position_ms, Danmaku.sent_at_ms, Danmaku.dmid)
+                              .where(Danmaku.source_id == source_id)).all()
+    assert sorted((t, p, s) for t, p, s, _ in stored) == sorted(r[1:] for r in records)
+    assert sum(1 for *_, dmid in stored if dmid is not None) == 2
+    assert summary.rows == len(expected_csv_rows(VIDEO)) - 2  # rows stored

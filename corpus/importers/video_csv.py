@@ -35,7 +35,7 @@ from corpus.importers.runs import (
 )
 from corpus.models import VIDEO_PAGE
 from corpus.parsers import BadLine, parse_video_csv
-from corpus.store import insert_danmaku, source_key_video, upsert_source
+from corpus.store import drop_already_crawled, insert_danmaku, source_key_video, upsert_source
 
 KIND = "video_csv"
 DEFAULT_BATCH_ROWS = 100_000
@@ -182,20 +182,25 @@ def _commit(engine: Engine, batch: list[ParsedFile], run_id: int, summary: Impor
             on_file: Callable[[str, int], None] | None) -> None:
     if not batch:
         return
+    stored: list[int] = []
+    created_sources = 0
     with engine.begin() as conn:
         for parsed in batch:
             source_id, created = upsert_source(
                 conn, source_key_video(parsed.aid, 1), VIDEO_PAGE, f"csv:{parsed.name}",
                 {"aid": parsed.aid, "page": 1, "uploader_mid": parsed.mid},
             )
-            insert_danmaku(conn, COLUMNS, [(source_id, *row) for row in parsed.rows])
+            rows = parsed.rows if created else drop_already_crawled(conn, source_id, parsed.rows)
+            insert_danmaku(conn, COLUMNS, [(source_id, *row) for row in rows])
             record_rejects(conn, run_id, parsed.name, parsed.bad)
             record_file(conn, kind=KIND, name=parsed.name, size=parsed.size, sha1=parsed.sha1,
-                        rows=len(parsed.rows), rejected=len(parsed.bad), run_id=run_id)
-            summary.sources_created += int(created)
-    for parsed in batch:
+                        rows=len(rows), rejected=len(parsed.bad), run_id=run_id)
+            stored.append(len(rows))
+            created_sources += int(created)
+    summary.sources_created += created_sources
+    for parsed, rows in zip(batch, stored, strict=True):
         summary.files_imported += 1
-        summary.rows += len(parsed.rows)
+        summary.rows += rows
         summary.rejected += len(parsed.bad)
         if on_file:
-            on_file(parsed.name, len(parsed.rows))
+            on_file(parsed.name, rows)
