@@ -10,6 +10,7 @@ import typer
 
 from corpus.cli import db_app, import_app
 from dd import __version__
+from pretrain.cli import pretrain_app
 
 app = typer.Typer(
     name="dd",
@@ -19,6 +20,7 @@ app = typer.Typer(
 )
 app.add_typer(import_app, name="import")
 app.add_typer(db_app, name="db")
+app.add_typer(pretrain_app, name="pretrain")
 
 
 def _version(value: bool) -> None:
