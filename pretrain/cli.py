@@ -54,7 +54,7 @@ def prepare(
     workers: Annotated[int, typer.Option(help="Worker processes (0: one per CPU).")] = 0,
     shard_mb: Annotated[float, typer.Option(help="Corpus text per shard, MB (memory per worker).")] = 4.0,
     google_exact: Annotated[bool, typer.Option(
-        "--google-exact", help="Reproduce Google's script bit for bit (one process, in memory).")] = False,
+        "--google-exact", help="Reproduce Google's output exactly (one process, in memory).")] = False,
 ) -> None:
     """Build pretraining instances (TFRecord, Google's layout) from a corpus.
 

@@ -64,12 +64,19 @@ class _GoogleAdamBase(keras.optimizers.Optimizer):
         super().__init__(learning_rate=learning_rate, global_clipnorm=global_clipnorm, name=name, **kwargs)
         self.weight_decay_rate = weight_decay_rate
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
-        self._decay_ids = {id(v) for v in decay_variables}
+        self._decay_variables = list(decay_variables)
+        self._decay_keys: set[int] = set()
+
+    def _decays(self, variable: Any) -> bool:
+        # The backend hands update_step its own variable objects (tf.Variable under
+        # TensorFlow), so match by the optimizer's variable key, not identity.
+        return self._var_key(variable) in self._decay_keys
 
     def build(self, var_list: list) -> None:
         if self.built:
             return
         super().build(var_list)
+        self._decay_keys = {self._var_key(v) for v in self._decay_variables}
         self._m, self._v = self.add_optimizer_variables(var_list, ["adam_m", "adam_v"])
 
     def _adam_update(self, gradient: Any, variable: Any, bias_correction: bool) -> Any:
@@ -84,7 +91,7 @@ class _GoogleAdamBase(keras.optimizers.Optimizer):
             m_hat = m / (1.0 - ops.power(self.beta_1, t))
             v_hat = v / (1.0 - ops.power(self.beta_2, t))
         update = m_hat / (ops.sqrt(v_hat) + self.epsilon)
-        if id(variable) in self._decay_ids and self.weight_decay_rate:
+        if self.weight_decay_rate and self._decays(variable):
             update = update + self.weight_decay_rate * variable
         return update
 
@@ -127,7 +134,7 @@ class Lamb(_GoogleAdamBase):
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
         update = self._adam_update(gradient, variable, bias_correction=True)
         ratio = 1.0
-        if id(variable) in self._decay_ids:
+        if self._decays(variable):
             w_norm = ops.sqrt(ops.sum(ops.square(variable)))
             u_norm = ops.sqrt(ops.sum(ops.square(update)))
             ratio = ops.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, 1.0)
