@@ -75,7 +75,8 @@ def init_ckpt(tmp_path_factory) -> Path:
     write_google_checkpoint(google_weights(model), out / "bert_model.ckpt")
     SMALL.to_json_file(out / "bert_config.json")
     with open(VOCAB, encoding="utf-8") as handle:
-        (out / "vocab.txt").write_text("".join(next(handle) for _ in range(SMALL.vocab_size)), encoding="utf-8")
+        lines = "".join(next(handle) for _ in range(SMALL.vocab_size))
+    (out / "vocab.txt").write_text(lines, encoding="utf-8")
     return out / "bert_model.ckpt"
 
 
