@@ -16,7 +16,8 @@ A/B at a random end, then mask 15% of the tokens (at most 20) with 80% [MASK],
 
 Two modes:
 
-* ``google_exact=True`` reproduces Google's script for a seed bit for bit: one
+* ``google_exact=True`` reproduces Google's script for a seed exactly (the same
+  ``tf.train.Example`` records in the same order): one
   Python ``random.Random`` consumed in Google's order, the whole corpus in
   memory, one output file in Google's instance order.
 * default: the corpus is cut into shards of whole documents, each worker
