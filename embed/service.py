@@ -193,6 +193,9 @@ async def _json_errors(request: web.Request, handler: Callable) -> web.StreamRes
             return _error(err.status, err.reason if err.status != 413 else (
                 f"request body larger than {request.app[LIMITS].max_body_bytes} bytes"))
         raise
+    except Exception as err:  # noqa: BLE001 -- the client gets JSON, the log gets the traceback
+        request.app.logger.exception("encoding failed")
+        return _error(500, f"internal error: {type(err).__name__}: {err}")
 
 
 def parse_request(body: bytes, limits: Limits) -> tuple[Any, list[Any], bool]:
