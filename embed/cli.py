@@ -211,6 +211,7 @@ def encode_cmd(
                 stats = encode_stream(encoder, texts, writer, on_rows=lambda n: progress.advance(task, n))
             except EmptyLineError as err:
                 raise _fail(f"{err}; {writer.rows} rows before it are in {out}") from err
+            progress.update(task, completed=counts.read)  # empty lines were read, not encoded
     if counts.empty:
         console.print(f"[yellow]warning:[/] skipped {counts.empty} empty line(s) ({counts.empty_summary()}); "
                       "output rows follow the non-empty lines")
