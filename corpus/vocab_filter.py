@@ -49,7 +49,13 @@ from pathlib import Path
 
 import numpy as np
 
-from corpus.tokenizer import MAX_INPUT_CHARS_PER_WORD, BertTokenizer, google_clean, load_vocab
+from corpus.tokenizer import (
+    MAX_INPUT_CHARS_PER_WORD,
+    BertTokenizer,
+    google_clean,
+    is_chinese_char,
+    load_vocab,
+)
 
 KEEP = 0
 UNK = 1
@@ -63,15 +69,6 @@ SOLO = 1   # isolated by Google (CJK ideograph, punctuation) and a vocab token
 WORD = 2   # inside a word, which it turns into the same ``google_form`` wherever it stands
 HARD = 3   # anything else that might still be covered: ask the tokenizer
 DROP = 4   # surely an [UNK] wherever it stands
-
-
-def is_chinese_char(cp: int) -> bool:
-    """Google's ``_is_chinese_char``: the CJK ideograph blocks it isolates."""
-    return (
-        0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF
-        or 0x2A700 <= cp <= 0x2B73F or 0x2B740 <= cp <= 0x2B81F or 0x2B820 <= cp <= 0x2CEAF
-        or 0xF900 <= cp <= 0xFAFF or 0x2F800 <= cp <= 0x2FA1F
-    )
 
 
 def is_punctuation(ch: str) -> bool:

@@ -7,6 +7,7 @@ cluster and sets it). Without it they skip -- unless ``DD_REQUIRE_SERVICES=1``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -15,6 +16,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+# triton's C library (loaded by torch/transformers, the tests' numeric oracle)
+# segfaults when it loads after TensorFlow's; load it first so one pytest process
+# can use both, whatever order the test modules import them in.
+with contextlib.suppress(ImportError):
+    import triton  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
