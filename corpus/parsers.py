@@ -49,20 +49,30 @@ class LiveDanmaku:
     text: str
 
 
-_day_ms_cache: dict[str, int] = {}
+_minute_ms_cache: dict[str, int] = {}
+_MINUTE_CACHE_LIMIT = 1 << 20
 
 
 def china_time_to_unix_ms(stamp: str) -> int:
-    """UTC unix ms of ``YYYY-MM-DD HH:MM:SS`` read as China time (UTC+8, no DST)."""
-    day_ms = _day_ms_cache.get(stamp[:10])
-    if day_ms is None:
+    """UTC unix ms of ``YYYY-MM-DD HH:MM:SS`` read as China time (UTC+8, no DST).
+
+    Danmaku of one video cluster in time, so the minute is cached (bounded).
+    """
+    minute_ms = _minute_ms_cache.get(stamp[:16])
+    if minute_ms is None:
+        h, mi = int(stamp[11:13]), int(stamp[14:16])
+        if h > 23 or mi > 59:
+            raise ValueError(f"time of day out of range: {stamp}")
         day = date(int(stamp[:4]), int(stamp[5:7]), int(stamp[8:10]))
-        day_ms = (day.toordinal() - _UNIX_EPOCH_ORDINAL) * 86_400_000 - CHINA_UTC_OFFSET_MS
-        _day_ms_cache[stamp[:10]] = day_ms
-    h, mi, s = int(stamp[11:13]), int(stamp[14:16]), int(stamp[17:19])
-    if h > 23 or mi > 59 or s > 60:
+        minute_ms = ((day.toordinal() - _UNIX_EPOCH_ORDINAL) * 86_400_000 - CHINA_UTC_OFFSET_MS
+                     + (h * 60 + mi) * 60_000)
+        if len(_minute_ms_cache) >= _MINUTE_CACHE_LIMIT:
+            _minute_ms_cache.clear()
+        _minute_ms_cache[stamp[:16]] = minute_ms
+    s = int(stamp[17:19])
+    if s > 60:
         raise ValueError(f"time of day out of range: {stamp}")
-    return day_ms + (h * 3600 + mi * 60 + s) * 1000
+    return minute_ms + s * 1000
 
 
 def seconds_to_ms(text: str) -> int:

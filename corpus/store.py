@@ -65,6 +65,37 @@ def upsert_source(conn: Connection, key: str, kind: str, origin: str,
     return source_id, False
 
 
+def upsert_sources(conn: Connection, kind: str,
+                   items: Sequence[tuple[str, str, Mapping[str, Any]]]) -> dict[str, tuple[int, bool]]:
+    """``upsert_source`` for many (key, origin, values) at once: key -> (id, created).
+
+    Three statements per batch instead of two or three per source: an import of
+    thousands of small files spends its time on rows, not on round trips.
+    """
+    keys = [key for key, _, _ in items]
+    existing = _ids_of(conn, keys)
+    new = [{"key": key, "kind": kind, "origin": origin,
+            **{c: values.get(c) for c in SOURCE_FILLABLE}}
+           for key, origin, values in items if key not in existing]
+    if new:
+        conn.execute(_dialect_insert(conn, Source).on_conflict_do_nothing(index_elements=["key"]), new)
+    created = _ids_of(conn, [row["key"] for row in new])
+    for key, _, values in items:
+        fill = {k: v for k, v in values.items() if v is not None}
+        if key in existing and fill:
+            conn.execute(update(Source).where(Source.id == existing[key]).values(
+                {getattr(Source, k): func.coalesce(getattr(Source, k), v) for k, v in fill.items()}))
+    return {key: (existing[key], False) if key in existing else (created[key], True) for key in keys}
+
+
+def _ids_of(conn: Connection, keys: Sequence[str]) -> dict[str, int]:
+    ids: dict[str, int] = {}
+    for start in range(0, len(keys), 500):
+        query = select(Source.key, Source.id).where(Source.key.in_(keys[start:start + 500]))
+        ids.update((key, source_id) for key, source_id in conn.execute(query))
+    return ids
+
+
 def insert_danmaku(conn: Connection, columns: Sequence[str], rows: Sequence[tuple]) -> None:
     """Bulk insert of positional rows (one executemany at the driver level).
 

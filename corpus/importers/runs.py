@@ -90,9 +90,14 @@ def imported_files(engine: Engine, kind: str) -> dict[str, str]:
 
 def record_file(conn: Connection, *, kind: str, name: str, size: int, sha1: str,
                 rows: int, rejected: int, run_id: int) -> None:
-    conn.execute(insert(ImportedFile).values(
-        kind=kind, name=name, size=size, sha1=sha1, rows=rows, rejected=rejected,
-        run_id=run_id))
+    record_files(conn, [{"kind": kind, "name": name, "size": size, "sha1": sha1, "rows": rows,
+                         "rejected": rejected, "run_id": run_id}])
+
+
+def record_files(conn: Connection, markers: list[dict]) -> None:
+    """Mark files as committed (in the transaction that holds their rows)."""
+    if markers:
+        conn.execute(insert(ImportedFile), markers)
 
 
 def record_rejects(conn: Connection, run_id: int, file: str, bad: list[BadLine]) -> None:

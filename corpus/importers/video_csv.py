@@ -28,14 +28,14 @@ from corpus.importers.runs import (
     StrictModeError,
     finish_run,
     imported_files,
-    record_file,
+    record_files,
     record_rejects,
     sha1_of,
     start_run,
 )
 from corpus.models import VIDEO_PAGE
 from corpus.parsers import BadLine, parse_video_csv
-from corpus.store import drop_already_crawled, insert_danmaku, source_key_video, upsert_source
+from corpus.store import drop_already_crawled, insert_danmaku, source_key_video, upsert_sources
 
 KIND = "video_csv"
 DEFAULT_BATCH_ROWS = 100_000
@@ -183,21 +183,22 @@ def _commit(engine: Engine, batch: list[ParsedFile], run_id: int, summary: Impor
     if not batch:
         return
     stored: list[int] = []
-    created_sources = 0
     with engine.begin() as conn:
+        sources = upsert_sources(conn, VIDEO_PAGE, [
+            (source_key_video(p.aid, 1), f"csv:{p.name}", {"aid": p.aid, "page": 1, "uploader_mid": p.mid})
+            for p in batch
+        ])
+        markers = []
         for parsed in batch:
-            source_id, created = upsert_source(
-                conn, source_key_video(parsed.aid, 1), VIDEO_PAGE, f"csv:{parsed.name}",
-                {"aid": parsed.aid, "page": 1, "uploader_mid": parsed.mid},
-            )
+            source_id, created = sources[source_key_video(parsed.aid, 1)]
             rows = parsed.rows if created else drop_already_crawled(conn, source_id, parsed.rows)
             insert_danmaku(conn, COLUMNS, [(source_id, *row) for row in rows])
             record_rejects(conn, run_id, parsed.name, parsed.bad)
-            record_file(conn, kind=KIND, name=parsed.name, size=parsed.size, sha1=parsed.sha1,
-                        rows=len(rows), rejected=len(parsed.bad), run_id=run_id)
+            markers.append({"kind": KIND, "name": parsed.name, "size": parsed.size, "sha1": parsed.sha1,
+                            "rows": len(rows), "rejected": len(parsed.bad), "run_id": run_id})
             stored.append(len(rows))
-            created_sources += int(created)
-    summary.sources_created += created_sources
+        record_files(conn, markers)
+    summary.sources_created += sum(created for _, created in sources.values())
     for parsed, rows in zip(batch, stored, strict=True):
         summary.files_imported += 1
         summary.rows += rows
