@@ -220,7 +220,7 @@ def _load_run(model_dir: Path, run_dir: Path, ckpt_name: str | None, *, dtype: A
     ckpt = tf.train.Checkpoint(model=pretrainer, step=step)
     try:
         status = ckpt.read(str(prefix))
-        status.assert_existing_objects_matched()
+        status.assert_existing_objects_matched().expect_partial()  # optimizer state not needed
     except (AssertionError, tf.errors.OpError, ValueError) as err:
         raise ValueError(f"checkpoint {prefix} does not match run {run_dir}'s model: {err}") from err
     return LoadedBert(config=config, vocab_path=vocab, pretrainer=pretrainer, heads_loaded=True,

@@ -206,35 +206,63 @@ def test_kill_and_resume_equals_uninterrupted_run(instances, tmp_path):
     names = sorted(a.get_variable_to_shape_map())
     assert names == sorted(b.get_variable_to_shape_map())
     assert any("optimizer" in n for n in names) and any("dropout_rng" in n for n in names)
+    # Step, optimizer iterations, dropout RNG state: identical. Weights and Adam slots:
+    # equal up to float rounding (~1e-8: CPU reductions depend on memory alignment, so a
+    # restored process rounds differently); a wrong data position, RNG state or lost
+    # optimizer state shows as differences of 1e-3 and more.
     for name in names:
-        if name != "_CHECKPOINTABLE_OBJECT_GRAPH":
-            assert np.array_equal(a.get_tensor(name), b.get_tensor(name)), name
+        if name == "_CHECKPOINTABLE_OBJECT_GRAPH" or name.startswith("save_counter"):
+            continue  # bookkeeping of tf.train.Checkpoint itself
+        x, y = a.get_tensor(name), b.get_tensor(name)
+        if x.dtype.kind in "iu" or "dropout_rng" in name or "iterations" in name:
+            assert np.array_equal(x, y), name
+        else:
+            np.testing.assert_allclose(x, y, rtol=0, atol=1e-6, err_msg=name)
 
 
 def test_tiny_model_learns_and_the_commands_chain(instances, tmp_path):
+    """`--preset tiny` on the real corpus slice: MLM accuracy and loss move far from chance
+    in 200 steps (~1.5 min on 2 cores) on training and unseen eval instances alike.
+
+    (From scratch a model first learns the token frequencies -- loss ~10 -> ~6.5,
+    accuracy 0 -> ~2-3% -- and needs thousands of steps to go further; the study's
+    numbers come from continuing Google's checkpoint.)"""
+    import keras
+
+    from pretrain.data import open_instances
+
     runner = CliRunner()
     run = tmp_path / "run"
+    inst = open_instances(instances)
+    keras.utils.set_random_seed(0)
+    untrained = BertPretrainer.from_bert_config(BertConfig.preset("tiny"))
+    before = {split: evaluate_split(untrained, inst.files(split), seq=128, pred=20, max_steps=20)
+              for split in ("train", "eval")}
     result = runner.invoke(app, ["pretrain", "eval", str(CORPUS), "--instances", str(instances)])
-    assert result.exit_code == 1 and "holds no model" in result.output
+    assert result.exit_code == 1 and "holds no model" in _text(result)
     result = runner.invoke(app, ["pretrain", "train", "--instances", str(instances), "--out", str(run),
-                                 "--preset", "tiny", "--steps", "250", "--log-every", "25"])
+                                 "--preset", "tiny", "--steps", "200", "--log-every", "20"])
     assert result.exit_code == 0, result.output
-    history = _scalars(run / "logs", "masked_lm_accuracy")
-    assert history[-1] > max(0.02, 3 * history[0]), history
+    history = _scalars(run / "logs", "masked_lm_loss")
+    assert len(history) == 10 and history[-1] < history[0] - 1.0, history
 
-    before = tmp_path / "before"
+    report = tmp_path / "after.json"
     result = runner.invoke(app, ["pretrain", "eval", str(run), "--instances", str(instances),
-                                 "--ckpt-name", "ckpt-250", "--json", str(before), "--max-steps", "20"])
+                                 "--json", str(report), "--max-steps", "20"])
     assert result.exit_code == 0, result.output
-    assert "| run, train set |" in result.output and "| run, eval set |" in result.output
-    after = json.loads(before.read_text())["results"]
-    assert after["eval"]["masked_lm_accuracy"] > 0.02 and after["eval"]["examples"] == 160
+    assert "| run, train set |" in _text(result) and "| run, eval set |" in _text(result)
+    after = json.loads(report.read_text())["results"]
+    for split in ("train", "eval"):
+        assert after[split]["examples"] == 160
+        assert before[split]["masked_lm_accuracy"] < 0.002  # chance: 1 / 21128
+        assert after[split]["masked_lm_accuracy"] > 0.01
+        assert after[split]["masked_lm_loss"] < before[split]["masked_lm_loss"] - 2.0
 
     for fmt in ("google", "hf"):
         result = runner.invoke(app, ["pretrain", "export", str(run), "--format", fmt, "--out",
                                      str(tmp_path / fmt)])
         assert result.exit_code == 0, result.output
-    assert (tmp_path / "google" / "model.ckpt-250.index").is_file()
+    assert (tmp_path / "google" / "model.ckpt-200.index").is_file()
     ours = google_weights(load_bert(run).pretrainer)
     for fmt in ("google", "hf"):
         again = google_weights(load_bert(tmp_path / fmt).pretrainer)
@@ -243,7 +271,7 @@ def test_tiny_model_learns_and_the_commands_chain(instances, tmp_path):
     # a run dir resumes only with its own settings
     result = runner.invoke(app, ["pretrain", "train", "--instances", str(instances), "--out", str(run),
                                  "--preset", "tiny", "--steps", "99"])
-    assert result.exit_code == 1 and "started with other settings" in result.output
+    assert result.exit_code == 1 and "started with other settings" in _text(result)
 
 
 def test_train_bad_inputs(instances, tmp_path):
@@ -254,13 +282,13 @@ def test_train_bad_inputs(instances, tmp_path):
     train = ["pretrain", "train", "--instances"]
     result = runner.invoke(app, [*train, str(instances), "--out", str(tmp_path / "a"),
                                  "--bert-config", str(bad_config)])
-    assert result.exit_code == 1 and "vocab/config mismatch" in result.output
+    assert result.exit_code == 1 and "vocab/config mismatch" in _text(result)
     result = runner.invoke(app, [*train, str(tmp_path), "--out", str(tmp_path / "b"), "--preset", "tiny"])
-    assert result.exit_code == 1 and "not an instances directory" in result.output
+    assert result.exit_code == 1 and "not an instances directory" in _text(result)
     result = runner.invoke(app, [*train, str(instances), "--out", str(tmp_path / "c"),
                                  "--init-checkpoint", str(tmp_path / "nope" / "bert_model.ckpt"),
                                  "--bert-config", str(CORPUS.parent / "missing.json")])
-    assert result.exit_code == 1 and "not found" in result.output
+    assert result.exit_code == 1 and "not found" in _text(result)
 
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -272,7 +300,7 @@ def test_train_bad_inputs(instances, tmp_path):
     shard.write_bytes(bytes(data))
     result = runner.invoke(app, [*train, str(broken), "--out", str(tmp_path / "d"), "--preset", "tiny",
                                  "--steps", "3"])
-    assert result.exit_code == 1 and f"{shard.name} is corrupt" in result.output, result.output
+    assert result.exit_code == 1 and f"{shard.name} is corrupt" in _text(result), result.output
 
 
 def _scalars(logdir: Path, tag: str) -> list[float]:
@@ -284,3 +312,8 @@ def _scalars(logdir: Path, tag: str) -> list[float]:
                 if value.tag == tag:
                     values.append(float(tf.make_ndarray(value.tensor)))
     return values
+
+
+def _text(result) -> str:
+    """CLI output with Rich's line wrapping undone."""
+    return " ".join(result.output.split())
