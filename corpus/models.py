@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -80,7 +81,8 @@ class Danmaku(Base):
     __tablename__ = "danmaku"
     __table_args__ = (
         Index("ix_danmaku_export_order", "source_id", "sent_at_ms", "id"),
-        UniqueConstraint("source_id", "dmid", name="uq_danmaku_source_dmid"),
+        Index("uq_danmaku_source_dmid", "source_id", "dmid", unique=True,
+              sqlite_where=text("dmid IS NOT NULL"), postgresql_where=text("dmid IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(

@@ -71,7 +71,13 @@ def seconds_to_ms(text: str) -> int:
 
 
 def _decode_lines(data: bytes) -> list[str | bytes]:
-    """Physical lines, split at ``\\n`` only; lines that are not UTF-8 stay bytes."""
+    """Physical lines, split at ``\\n`` only; lines that are not UTF-8 stay bytes.
+
+    NUL becomes U+FFFD: PostgreSQL cannot store NUL in text, and both SQL
+    backends must hold the same texts. Google's tokenizer deletes both alike.
+    """
+    if b"\x00" in data:
+        data = data.replace(b"\x00", "\ufffd".encode())
     try:
         lines: list[str | bytes] = list(data.decode("utf-8").split("\n"))
     except UnicodeDecodeError:
@@ -101,54 +107,56 @@ def parse_video_csv(data: bytes) -> Iterator[VideoRecord | BadLine]:
     """Records of one ``{aid}.csv`` file: ``text,video_seconds,YYYY-MM-DD HH:MM:SS``.
 
     Yields ``(line, text, position_ms, sent_at_ms)`` tuples (plain tuples: this
-    runs millions of times) and ``BadLine`` objects. The text may hold commas
-    (the two fields are split from the right) and newlines: a line without the
-    trailing fields is joined, with ``\\n``, to the record that ends on a
-    following line. Only ``\\n`` ends a physical line; a ``\\r`` inside a text
-    is kept as given.
+    runs millions of times) and ``BadLine`` objects, one per bad record with all
+    its physical lines. The text may hold commas (the two fields are split from
+    the right) and newlines: a line without the trailing fields is joined, with
+    ``\\n``, to the record that ends on a following line. Only ``\\n`` ends a
+    physical line; a ``\\r`` inside a text is kept as given.
     """
-    pending: list[tuple[int, str | bytes]] = []
+    pending: list[str | bytes] = []
     pending_bytes = 0
+    first_line = 0
     for index, line in enumerate(_decode_lines(data), start=1):
-        fields = None
-        if isinstance(line, str):
-            try:
-                fields = _tail_fields(line)
-            except ValueError as error:
-                yield BadLine(index, f"bad datetime: {error}", line.encode())
-                pending.clear()
-                pending_bytes = 0
-                continue
+        if not pending:
+            first_line = index
+        readable = line if isinstance(line, str) else line.decode("utf-8", "replace")
+        try:
+            fields = _tail_fields(readable)
+        except ValueError as error:
+            pending.append(line)
+            yield BadLine(first_line, f"bad datetime: {error}", _join_raw(pending))
+            pending, pending_bytes = [], 0
+            continue
         if fields is None:
-            pending.append((index, line))
+            pending.append(line)
             pending_bytes += len(line) + 1
             while pending_bytes > MAX_RECORD_BYTES:
-                first_no, first_raw = pending.pop(0)
-                pending_bytes -= len(first_raw) + 1
-                yield BadLine(first_no, "no ',seconds,datetime' within 4 MiB", _as_bytes(first_raw))
+                oldest = pending.pop(0)
+                pending_bytes -= len(oldest) + 1
+                yield BadLine(first_line, "no ',seconds,datetime' within 4 MiB", _as_bytes(oldest))
+                first_line += 1
+            continue
+        if not isinstance(line, str) or any(isinstance(raw, bytes) for raw in pending):
+            pending.append(line)
+            yield BadLine(first_line, "invalid UTF-8", _join_raw(pending))
+            pending, pending_bytes = [], 0
             continue
         text, position, sent_at = fields
         if pending:
-            first_line = pending[0][0]
-            if any(isinstance(raw, bytes) for _, raw in pending):
-                yield BadLine(first_line, "invalid UTF-8",
-                              b"\n".join(_as_bytes(raw) for _, raw in pending))
-                pending.clear()
-                pending_bytes = 0
-                continue
-            text = "\n".join([raw for _, raw in pending] + [text])  # type: ignore[misc]
-            pending.clear()
-            pending_bytes = 0
-        else:
-            first_line = index
+            text = "\n".join([*pending, text])  # type: ignore[list-item]
+            pending, pending_bytes = [], 0
         if not -(2**31) <= position < 2**31:
-            yield BadLine(index, "video time out of range", line.encode())  # type: ignore[union-attr]
+            raw = text.encode() + line[len(fields[0]):].encode()
+            yield BadLine(first_line, "video time out of range", raw)
             continue
         yield (first_line, text, position, sent_at)
-    for line_no, raw in pending:
-        reason = "invalid UTF-8" if isinstance(raw, bytes) else (
-            "record not terminated by ',seconds,datetime' (truncated?)")
-        yield BadLine(line_no, reason, _as_bytes(raw))
+    if pending:
+        yield BadLine(first_line, "record not terminated by ',seconds,datetime' (truncated?)",
+                      _join_raw(pending))
+
+
+def _join_raw(lines: list[str | bytes]) -> bytes:
+    return b"\n".join(_as_bytes(raw) for raw in lines)
 
 
 def _as_bytes(raw: str | bytes) -> bytes:
@@ -161,6 +169,8 @@ def parse_live_chat(data: bytes) -> Iterator[LiveDanmaku | BadLine]:
     ``{unix_ms}:{uid}:{text}`` splits at the first two colons only; the text may
     contain colons and end in spaces, and is kept exactly.
     """
+    if b"\x00" in data:
+        data = data.replace(b"\x00", "\ufffd".encode())  # see _decode_lines
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()

@@ -39,7 +39,21 @@ MAX_INPUT_CHARS_PER_WORD = 200  # Google's WordpieceTokenizer default
 # A letter (category Lo, not a CJK ideograph, in no BERT vocab) that stands in for
 # characters Google keeps inside a word but the Rust side would delete or split on;
 # the word then ends up [UNK] on both sides, as Google decides.
-_KEPT_UNKNOWN = "\ua000"
+# Stand-ins for characters Google keeps but the Rust side would delete: a letter
+# (Lo, not CJK) for one inside a word, and a CJK ideograph for one in Google's CJK
+# blocks (which Google isolates as a word of its own). Each must be in no vocab
+# token; BertTokenizer picks the first candidates its vocabulary lacks.
+WORD_STAND_INS = ("\ua000", "\ua001", "\ua002")
+CJK_STAND_INS = ("\U00020000", "\U0002a6d6", "\U00020001")
+
+
+def is_chinese_char(cp: int) -> bool:
+    """Google's ``_is_chinese_char``: the CJK ideograph blocks it isolates."""
+    return (
+        0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF
+        or 0x2A700 <= cp <= 0x2B73F or 0x2B740 <= cp <= 0x2B81F or 0x2B820 <= cp <= 0x2CEAF
+        or 0xF900 <= cp <= 0xFAFF or 0x2F800 <= cp <= 0x2FA1F
+    )
 
 
 @functools.cache
@@ -62,21 +76,40 @@ def _disputed_chars() -> re.Pattern[str]:
     return re.compile(f"[{''.join(parts)}]")
 
 
-def _resolve(match: re.Match[str]) -> str:
-    ch = match.group()
-    # Google's _clean_text deletes NUL, U+FFFD and categories Cc/Cf; it keeps
-    # Co/Cn/Cs (private use, unassigned, surrogates) as word characters.
-    if ch == "\ufffd" or unicodedata.category(ch) in ("Cc", "Cf"):
-        return ""
-    return _KEPT_UNKNOWN
+def _resolver(word_stand_in: str, cjk_stand_in: str):
+    def resolve(match: re.Match[str]) -> str:
+        ch = match.group()
+        # Google's _clean_text deletes NUL, U+FFFD and categories Cc/Cf; it keeps
+        # Co/Cn/Cs (private use, unassigned, surrogates) as characters, isolating
+        # those in its CJK blocks as words of their own.
+        if ch == "\ufffd" or unicodedata.category(ch) in ("Cc", "Cf"):
+            return ""
+        return cjk_stand_in if is_chinese_char(ord(ch)) else word_stand_in
+
+    return resolve
 
 
-def google_clean(text: str) -> str:
-    """Resolve, as Google would, every character the Rust tokenizer treats otherwise."""
+_DEFAULT_RESOLVE = _resolver(WORD_STAND_INS[0], CJK_STAND_INS[0])
+
+
+def google_clean(text: str, resolve=_DEFAULT_RESOLVE) -> str:
+    """Resolve, as Google would, every character the Rust tokenizer treats otherwise.
+
+    ``resolve`` maps kept characters to stand-ins that the vocabulary in use
+    lacks (``BertTokenizer`` builds one per vocabulary).
+    """
     # Fast path (most danmaku): printable text has no C* character; U+FFFD is So.
     if text.isprintable() and "\ufffd" not in text:
         return text
-    return _disputed_chars().sub(_resolve, text)
+    return _disputed_chars().sub(resolve, text)
+
+
+def _absent(candidates: Sequence[str], vocab: dict[str, int]) -> str:
+    chars = {ch for token in vocab for ch in token}
+    for candidate in candidates:
+        if candidate not in chars:
+            return candidate
+    raise ValueError(f"every stand-in character {candidates!r} occurs in the vocabulary")
 
 
 def load_vocab(vocab_path: str | Path) -> list[str]:
@@ -108,6 +141,7 @@ class BertTokenizer:
         if UNK not in self.vocab:
             raise ValueError(f"{self.vocab_path} has no {UNK} token: not a BERT vocabulary")
         self.unk_id = self.vocab[UNK]
+        self._resolve = _resolver(_absent(WORD_STAND_INS, self.vocab), _absent(CJK_STAND_INS, self.vocab))
         model = WordPiece(
             {t: i for t, i in self.vocab.items()},
             unk_token=UNK,
@@ -124,7 +158,7 @@ class BertTokenizer:
         return len(self.inv_vocab)
 
     def _prepare(self, text: str) -> str:
-        text = google_clean(text)
+        text = google_clean(text, self._resolve)
         return text.lower() if self.do_lower_case else text
 
     def tokenize(self, text: str) -> list[str]:

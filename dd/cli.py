@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import typer
 
-from corpus.cli import db_app, import_app
+from corpus.cli import corpus_app, db_app, import_app
+from crawler.cli import crawl_app
 from dd import __version__
+from embed.cli import embed_app
 from pretrain.cli import pretrain_app
 
 app = typer.Typer(
@@ -20,7 +22,10 @@ app = typer.Typer(
 )
 app.add_typer(import_app, name="import")
 app.add_typer(db_app, name="db")
+app.add_typer(crawl_app, name="crawl")
+app.add_typer(corpus_app, name="corpus")
 app.add_typer(pretrain_app, name="pretrain")
+app.add_typer(embed_app, name="embed")
 
 
 def _version(value: bool) -> None:

@@ -33,6 +33,8 @@ DISPUTED = [
     "ÀÉÎõü İstanbul ǅ",              # accents, dotted I, title case
     "a" * 201,                       # over max_input_chars_per_word
     "草草草www 88888 awsl",
+    "0\U0002b81e",                  # unassigned inside a CJK block: its own word, [UNK]
+    "a\ue000\u9fffb",
 ]
 
 

@@ -58,9 +58,13 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["source_id"], ["source.id"], name="fk_danmaku_source_id_source", ondelete="CASCADE"
         ),
-        sa.UniqueConstraint("source_id", "dmid", name="uq_danmaku_source_dmid"),
     )
     op.create_index("ix_danmaku_export_order", "danmaku", ["source_id", "sent_at_ms", "id"])
+    # Partial: rows without a dmid (the CSV data set, live chat) cost no index entry.
+    op.create_index(
+        "uq_danmaku_source_dmid", "danmaku", ["source_id", "dmid"], unique=True,
+        sqlite_where=sa.text("dmid IS NOT NULL"), postgresql_where=sa.text("dmid IS NOT NULL"),
+    )
 
     op.create_table(
         "run",

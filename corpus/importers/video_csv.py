@@ -10,6 +10,10 @@ batch in flight and a re-run skips every committed file.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
+import contextlib
+import itertools
 import multiprocessing
 import os
 import time
@@ -31,11 +35,12 @@ from corpus.importers.runs import (
 )
 from corpus.models import VIDEO_PAGE
 from corpus.parsers import BadLine, parse_video_csv
-from corpus.store import insert_danmaku, source_key_video, upsert_source
+from corpus.store import drop_already_crawled, insert_danmaku, source_key_video, upsert_source
 
 KIND = "video_csv"
 DEFAULT_BATCH_ROWS = 100_000
 COLUMNS = ("source_id", "text", "position_ms", "sent_at_ms")
+IN_FLIGHT_PER_WORKER = 16
 
 
 @dataclass
@@ -143,42 +148,59 @@ def import_video_csv(
     return summary
 
 
-class _parsed_files:
-    """Ordered results of ``read_csv_file`` from a process pool (or inline for 1 worker)."""
+@contextlib.contextmanager
+def _parsed_files(tasks: list, workers: int) -> Iterator[Iterator[ParsedFile]]:
+    """Ordered results of ``read_csv_file`` from worker processes, a bounded number ahead.
 
-    def __init__(self, tasks: list, workers: int) -> None:
-        self.tasks, self.workers, self.pool = tasks, workers, None
+    At most ``IN_FLIGHT_PER_WORKER`` files per worker are parsed but not yet
+    written, so memory stays flat however large the tree (``Pool.imap`` would
+    queue every finished result while the writer lags behind).
+    """
+    if workers <= 1 or len(tasks) < 8:
+        yield map(read_csv_file, tasks)
+        return
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        def ordered() -> Iterator[ParsedFile]:
+            pending: collections.deque = collections.deque()
+            queue = iter(tasks)
+            for task in itertools.islice(queue, workers * IN_FLIGHT_PER_WORKER):
+                pending.append(pool.submit(read_csv_file, task))
+            while pending:
+                result = pending.popleft().result()
+                for task in itertools.islice(queue, 1):
+                    pending.append(pool.submit(read_csv_file, task))
+                yield result
 
-    def __enter__(self) -> Iterator[ParsedFile]:
-        if self.workers <= 1 or len(self.tasks) < 8:
-            return map(read_csv_file, self.tasks)
-        self.pool = multiprocessing.get_context("spawn").Pool(self.workers)
-        return self.pool.imap(read_csv_file, self.tasks, chunksize=8)
-
-    def __exit__(self, *exc) -> None:
-        if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
+        try:
+            yield ordered()
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _commit(engine: Engine, batch: list[ParsedFile], run_id: int, summary: ImportSummary,
             on_file: Callable[[str, int], None] | None) -> None:
     if not batch:
         return
+    stored: list[int] = []
+    created_sources = 0
     with engine.begin() as conn:
         for parsed in batch:
             source_id, created = upsert_source(
                 conn, source_key_video(parsed.aid, 1), VIDEO_PAGE, f"csv:{parsed.name}",
                 {"aid": parsed.aid, "page": 1, "uploader_mid": parsed.mid},
             )
-            insert_danmaku(conn, COLUMNS, [(source_id, *row) for row in parsed.rows])
+            rows = parsed.rows if created else drop_already_crawled(conn, source_id, parsed.rows)
+            insert_danmaku(conn, COLUMNS, [(source_id, *row) for row in rows])
             record_rejects(conn, run_id, parsed.name, parsed.bad)
             record_file(conn, kind=KIND, name=parsed.name, size=parsed.size, sha1=parsed.sha1,
-                        rows=len(parsed.rows), rejected=len(parsed.bad), run_id=run_id)
-            summary.sources_created += int(created)
-    for parsed in batch:
+                        rows=len(rows), rejected=len(parsed.bad), run_id=run_id)
+            stored.append(len(rows))
+            created_sources += int(created)
+    summary.sources_created += created_sources
+    for parsed, rows in zip(batch, stored, strict=True):
         summary.files_imported += 1
-        summary.rows += len(parsed.rows)
+        summary.rows += rows
         summary.rejected += len(parsed.bad)
         if on_file:
-            on_file(parsed.name, len(parsed.rows))
+            on_file(parsed.name, rows)
