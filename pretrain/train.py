@@ -15,6 +15,7 @@ A run directory holds everything needed to continue::
     RUN_DIR/checkpoints/      tf.train checkpoints: weights, optimizer slots, step,
                               dropout RNG state (``ckpt-N``, the newest few kept)
     RUN_DIR/logs/             TensorBoard scalars
+    RUN_DIR/model.ckpt-N.*    when finished: the weights as Google's checkpoint
 
 Resuming (running the same command again, e.g. after a kill) restores the
 newest checkpoint -- weights, optimizer slots and iterations, step, dropout RNG
@@ -421,6 +422,13 @@ def train(run_dir: str | Path, *, instances_dir: str | Path | None = None, confi
                 break
     writer.flush()
     result.step = step
+    if step >= settings.steps:
+        # The finished model also as Google's model.ckpt-N beside bert_config.json and
+        # vocab.txt: RUN_DIR works as bert-as-service's -tuned_model_dir as it is.
+        from pretrain.checkpoints import google_weights, write_google_checkpoint
+
+        prefix = run_dir / f"model.ckpt-{step}"
+        write_google_checkpoint(google_weights(trainer.model), prefix, global_step=step)
     return result
 
 

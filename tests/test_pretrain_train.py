@@ -264,9 +264,12 @@ def test_tiny_model_learns_and_the_commands_chain(instances, tmp_path):
         assert result.exit_code == 0, result.output
     assert (tmp_path / "google" / "model.ckpt-200.index").is_file()
     ours = google_weights(load_bert(run).pretrainer)
-    for fmt in ("google", "hf"):
-        again = google_weights(load_bert(tmp_path / fmt).pretrainer)
-        assert all(np.array_equal(ours[k], again[k]) for k in ours)
+    # the finished run also holds Google's model.ckpt-200 (bert-as-service: -tuned_model_dir run/)
+    beside = [run / "model.ckpt-200", (run, "model.ckpt-200"), tmp_path / "google", tmp_path / "hf"]
+    for where in beside:
+        loaded = load_bert(where[0], ckpt_name=where[1]) if isinstance(where, tuple) else load_bert(where)
+        again = google_weights(loaded.pretrainer)
+        assert all(np.array_equal(ours[k], again[k]) for k in ours), where
 
     # a run dir resumes only with its own settings
     result = runner.invoke(app, ["pretrain", "train", "--instances", str(instances), "--out", str(run),
