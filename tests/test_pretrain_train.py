@@ -320,3 +320,59 @@ def _scalars(logdir: Path, tag: str) -> list[float]:
 def _text(result) -> str:
     """CLI output with Rich's line wrapping undone."""
     return " ".join(result.output.split())
+
+
+_MIRRORED = """
+import tests.conftest  # first, as under pytest: it loads triton before TensorFlow
+from tests.test_pretrain_train import SMALL, _as_inputs, _batch
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import sys
+import numpy as np
+import pretrain.train as T
+from pretrain.checkpoints import google_weights
+weights = {}
+for name in ("default", "mirrored"):
+    T.make_strategy = lambda n, tpu=None, name=name: (
+        tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if name == "mirrored"
+        else tf.distribute.get_strategy())
+    settings = T.TrainSettings(steps=10, batch_size=4, micro_batch_size=2 if name == "default" else 1,
+                               learning_rate=1e-2, warmup_steps=0)
+    trainer = T.Trainer(sys.argv[1] + name, SMALL, settings, T.RunOptions(), seq=24, pred=4)
+    trainer.restore_or_init(sys.argv[2])
+    assert trainer.replicas == (2 if name == "mirrored" else 1)
+    data = tf.data.Dataset.from_tensors(_as_inputs(_batch())).repeat()
+    iterator = iter(trainer.strategy.experimental_distribute_dataset(data))
+    for _ in range(3):
+        trainer.train_step(iterator)
+    weights[name] = google_weights(trainer.model)
+print(max(float(np.abs(weights["default"][k] - weights["mirrored"][k]).max()) for k in weights["default"]))
+"""
+
+
+def test_mirrored_strategy_equals_one_device(init_ckpt, tmp_path):
+    """Two replicas (logical CPUs) x 2 micro-batches = one device x 2 micro-batches:
+    the gradient is all-reduced before Google's global-norm clip."""
+    env = os.environ | {"PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
+    proc = subprocess.run([sys.executable, "-c", _MIRRORED, str(tmp_path / "run-"), str(init_ckpt)],
+                          env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert float(proc.stdout.strip().splitlines()[-1]) < 1e-4
+
+
+@pytest.mark.parametrize("variant", [{"mixed_precision": "bf16"}, {"mixed_precision": "fp16"},
+                                     {"optimizer": "lamb"}])
+def test_precision_and_lamb_variants_train(init_ckpt, tmp_path, variant):
+    options = RunOptions(mixed_precision=variant.get("mixed_precision"))
+    settings = TrainSettings(steps=10, batch_size=B, micro_batch_size=2, learning_rate=1e-3, warmup_steps=0,
+                             optimizer=variant.get("optimizer", "adamw"))
+    trainer = Trainer(tmp_path, SMALL, settings, options, seq=S, pred=M)
+    trainer.restore_or_init(str(init_ckpt))
+    before = google_weights(trainer.model)
+    iterator = iter(tf.data.Dataset.from_tensors(_as_inputs(_batch())).repeat())
+    losses = [trainer.train_step(iterator)["loss"] for _ in range(4)]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    after = google_weights(trainer.model)
+    assert all(after[k].dtype == np.float32 for k in after)  # float32 master weights
+    assert sum(not np.array_equal(before[k], after[k]) for k in after) > 0.9 * len(after)
