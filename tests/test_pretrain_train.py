@@ -362,9 +362,9 @@ def test_mirrored_strategy_equals_one_device(init_ckpt, tmp_path):
 
 
 @pytest.mark.parametrize("variant", [{"mixed_precision": "bf16"}, {"mixed_precision": "fp16"},
-                                     {"optimizer": "lamb"}])
-def test_precision_and_lamb_variants_train(init_ckpt, tmp_path, variant):
-    options = RunOptions(mixed_precision=variant.get("mixed_precision"))
+                                     {"optimizer": "lamb"}, {"xla": True}])
+def test_precision_lamb_and_xla_variants_train(init_ckpt, tmp_path, variant):
+    options = RunOptions(mixed_precision=variant.get("mixed_precision"), xla=variant.get("xla", False))
     settings = TrainSettings(steps=10, batch_size=B, micro_batch_size=2, learning_rate=1e-3, warmup_steps=0,
                              optimizer=variant.get("optimizer", "adamw"))
     trainer = Trainer(tmp_path, SMALL, settings, options, seq=S, pred=M)
@@ -376,3 +376,17 @@ def test_precision_and_lamb_variants_train(init_ckpt, tmp_path, variant):
     after = google_weights(trainer.model)
     assert all(after[k].dtype == np.float32 for k in after)  # float32 master weights
     assert sum(not np.array_equal(before[k], after[k]) for k in after) > 0.9 * len(after)
+
+
+def test_time_budget_pauses_and_resumes(instances, tmp_path):
+    runner = CliRunner()
+    config = tmp_path / "bert_config.json"
+    BertConfig(vocab_size=21128, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+               intermediate_size=64, max_position_embeddings=128).to_json_file(config)
+    args = ["pretrain", "train", "--out", str(tmp_path / "run")]
+    result = runner.invoke(app, [*args, "--instances", str(instances), "--bert-config", str(config),
+                                 "--batch-size", "4", "--steps", "5", "--max-minutes", "0"])
+    assert result.exit_code == 0 and "paused (time budget) at step 1" in _text(result), result.output
+    assert (tmp_path / "run" / "checkpoints" / "ckpt-1.index").is_file()
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0 and "finished at step 5 (started at 1)" in _text(result), result.output
