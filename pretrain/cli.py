@@ -104,7 +104,8 @@ def train(
     micro_batch_size: Annotated[int | None, typer.Option(
         help="Instances per forward pass per device (default: up to 64).")] = None,
     steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
-    learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(
+        help="Peak learning rate (default 2e-5 from a checkpoint, 1e-4 from scratch, 1e-3 tiny).")] = None,
     warmup_steps: Annotated[int | None, typer.Option(help="Warm-up steps (default 10%).")] = None,
     optimizer: Annotated[str | None, typer.Option(help="adamw (Google's AdamWeightDecay) or lamb.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of initialisation, dropout and data order.")] = None,
@@ -144,11 +145,11 @@ def train(
             config = _model_config(init_checkpoint, bert_config, preset)
             if recipe is None and preset == "tiny" and init_checkpoint is None:
                 recipe = "tiny"
+            if recipe is None and learning_rate is None and init_checkpoint:
+                learning_rate = 2e-5  # Google's suggestion for continuing a released checkpoint
             settings = settings_for(recipe, batch_size=batch_size, micro_batch_size=micro_batch_size,
                                     steps=steps, learning_rate=learning_rate, warmup_steps=warmup_steps,
                                     optimizer=optimizer, seed=seed)
-            if recipe is None and learning_rate is None and init_checkpoint:
-                settings = settings_for(None, **{**settings.__dict__, "learning_rate": 2e-5})
         result = run_train(out, instances_dir=None if resuming else instances, config=config,
                            settings=settings, options=options, init_checkpoint=init_checkpoint)
     if result.history:
@@ -189,7 +190,7 @@ def evaluate_cmd(
     max_steps: Annotated[int, typer.Option(help="Eval batches per split (Google's 100; 0 = all).")] = 100,
     label: Annotated[str | None, typer.Option(help="Row label in the table (default: model name).")] = None,
     json_out: Annotated[Path | None, typer.Option(
-        "--json", help="Where to write the JSON (default: beside the model).")] = None,
+        "--json", help="JSON output (default: RUN_DIR/eval-step-N.json, else ./eval-NAME.json).")] = None,
 ) -> None:
     """Google's masked_lm/next_sentence accuracy and loss on train and eval instances.
 
@@ -205,8 +206,10 @@ def evaluate_cmd(
         rows = evaluate(bert, instances, batch_size=batch_size, max_steps=max_steps or None)
         name = label or (tuned_dir or model).name
         step = f"-step-{bert.step}" if bert.step is not None else ""
-        target = json_out or (Path(tuned_dir or model) if Path(tuned_dir or model).is_dir()
-                              else Path(model).parent) / f"eval{step}.json"
+        home = Path(tuned_dir or model)
+        # a run dir keeps its evals; other models may be read-only: the current directory
+        target = json_out or (home / f"eval{step}.json" if (home / "run.json").is_file()
+                              else Path(f"eval-{name}{step}.json"))
         write_json(target, bert.source, rows, step=bert.step, batch_size=batch_size, max_steps=max_steps)
     typer.echo(table(rows, name))
     console.print(f"metrics written to {target}")

@@ -8,7 +8,9 @@
   (config and vocab from the model dir, weights from the tuned dir);
 * a ``dd pretrain export`` directory, Google (``model.ckpt-N``) or HF
   (``config.json`` + ``model.safetensors``) format;
-* a ``dd pretrain train`` run directory (``run.json``): its newest checkpoint;
+* a ``dd pretrain train`` run directory (``run.json``): its newest checkpoint
+  (``checkpoints/ckpt-N``), or with ``ckpt_name="model.ckpt-N"`` the Google
+  checkpoint a finished run writes beside ``bert_config.json``;
 * a checkpoint prefix itself (``.../model.ckpt-12000``), config and vocab
   beside it.
 
@@ -110,7 +112,8 @@ def load_bert(model: str | Path, *, ckpt_name: str | None = None, tuned_dir: str
     if tuned_dir is not None and not weights_dir.is_dir():
         raise FileNotFoundError(f"tuned model directory not found: {weights_dir}")
 
-    if (weights_dir / RUN_MANIFEST).is_file():
+    if (weights_dir / RUN_MANIFEST).is_file() and not (
+            ckpt_name is not None and checkpoint_exists(weights_dir / ckpt_name)):
         return _load_run(path, weights_dir, ckpt_name, dtype=dtype)
     if (path / "config.json").is_file() and any(path.glob("*.safetensors")) and tuned_dir is None:
         return _load_hf(path, dtype=dtype)
@@ -220,7 +223,7 @@ def _load_run(model_dir: Path, run_dir: Path, ckpt_name: str | None, *, dtype: A
     ckpt = tf.train.Checkpoint(model=pretrainer, step=step)
     try:
         status = ckpt.read(str(prefix))
-        status.assert_existing_objects_matched()
+        status.assert_existing_objects_matched().expect_partial()  # optimizer state not needed
     except (AssertionError, tf.errors.OpError, ValueError) as err:
         raise ValueError(f"checkpoint {prefix} does not match run {run_dir}'s model: {err}") from err
     return LoadedBert(config=config, vocab_path=vocab, pretrainer=pretrainer, heads_loaded=True,

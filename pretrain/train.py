@@ -15,10 +15,14 @@ A run directory holds everything needed to continue::
     RUN_DIR/checkpoints/      tf.train checkpoints: weights, optimizer slots, step,
                               dropout RNG state (``ckpt-N``, the newest few kept)
     RUN_DIR/logs/             TensorBoard scalars
+    RUN_DIR/model.ckpt-N.*    when finished: the weights as Google's checkpoint
 
 Resuming (running the same command again, e.g. after a kill) restores the
-newest checkpoint and skips exactly the instances already consumed, so the
-result equals an uninterrupted run (bit for bit with ``deterministic=True``).
+newest checkpoint -- weights, optimizer slots and iterations, step, dropout RNG
+state -- and skips exactly the instances already consumed, so it continues as
+the uninterrupted run would. With ``deterministic=True`` two runs are bit-equal;
+a resumed one matches to float rounding (~1e-8 on CPU, where kernels round
+differently in a new process).
 """
 
 from __future__ import annotations
@@ -207,7 +211,8 @@ class Trainer:
             self.optimizer = create_optimizer(
                 self.model, settings.optimizer, settings.learning_rate, settings.steps,
                 settings.num_warmup_steps, weight_decay_rate=settings.weight_decay,
-                clip_norm=settings.clip_norm or None, loss_scale=options.mixed_precision == "fp16")
+                clip_norm=None,  # clipped in the step, over all replicas (see _build_step)
+                loss_scale=options.mixed_precision == "fp16")
             self.optimizer.build(self.model.trainable_variables)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="dd_step")
         rng_states = [v for v in self.model.variables if v.name == "seed_generator_state"]
@@ -256,6 +261,7 @@ class Trainer:
         model, optimizer = self.model, self.optimizer
         accum, micro, replicas = self.accum, self.micro, self.replicas
         fp16 = self.options.mixed_precision == "fp16"
+        clip_norm = self.settings.clip_norm
         variables = model.trainable_variables
 
         def grads_of(inputs, labels):
@@ -277,6 +283,16 @@ class Trainer:
                 more, more_sums = grads_of(chunk(inputs, k), chunk(labels, k))
                 grads = [a + b for a, b in zip(grads, more, strict=True)]
                 sums = {name: sums[name] + more_sums[name] for name in sums}
+            # Clip the gradient of the whole batch, as on one device: all-reduce first
+            # (Keras would clip each replica's part before summing), then hand Keras
+            # 1/replicas of it, which its own all-reduce sums back.
+            if replicas > 1:
+                grads = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
+            if clip_norm:
+                limit = clip_norm * (optimizer.dynamic_scale if fp16 else 1.0)  # fp16: grads are scaled
+                grads, _ = tf.clip_by_global_norm(grads, limit)
+            if replicas > 1:
+                grads = [g / float(replicas) for g in grads]
             optimizer.apply_gradients(zip(grads, variables, strict=True))
             return sums
 
@@ -418,6 +434,13 @@ def train(run_dir: str | Path, *, instances_dir: str | Path | None = None, confi
                 break
     writer.flush()
     result.step = step
+    if step >= settings.steps:
+        # The finished model also as Google's model.ckpt-N beside bert_config.json and
+        # vocab.txt: RUN_DIR works as bert-as-service's -tuned_model_dir as it is.
+        from pretrain.checkpoints import google_weights, write_google_checkpoint
+
+        prefix = run_dir / f"model.ckpt-{step}"
+        write_google_checkpoint(google_weights(trainer.model), prefix, global_step=step)
     return result
 
 

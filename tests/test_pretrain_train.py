@@ -206,44 +206,75 @@ def test_kill_and_resume_equals_uninterrupted_run(instances, tmp_path):
     names = sorted(a.get_variable_to_shape_map())
     assert names == sorted(b.get_variable_to_shape_map())
     assert any("optimizer" in n for n in names) and any("dropout_rng" in n for n in names)
+    # Step, optimizer iterations, dropout RNG state: identical. Weights and Adam slots:
+    # equal up to float rounding (~1e-8: CPU reductions depend on memory alignment, so a
+    # restored process rounds differently); a wrong data position, RNG state or lost
+    # optimizer state shows as differences of 1e-3 and more.
     for name in names:
-        if name != "_CHECKPOINTABLE_OBJECT_GRAPH":
-            assert np.array_equal(a.get_tensor(name), b.get_tensor(name)), name
+        if name == "_CHECKPOINTABLE_OBJECT_GRAPH" or name.startswith("save_counter"):
+            continue  # bookkeeping of tf.train.Checkpoint itself
+        x, y = a.get_tensor(name), b.get_tensor(name)
+        if x.dtype.kind in "iu" or "dropout_rng" in name or "iterations" in name:
+            assert np.array_equal(x, y), name
+        else:
+            np.testing.assert_allclose(x, y, rtol=0, atol=1e-6, err_msg=name)
 
 
 def test_tiny_model_learns_and_the_commands_chain(instances, tmp_path):
+    """`--preset tiny` on the real corpus slice: MLM accuracy and loss move far from chance
+    in 200 steps (~1.5 min on 2 cores) on training and unseen eval instances alike.
+
+    (From scratch a model first learns the token frequencies -- loss ~10 -> ~6.5,
+    accuracy 0 -> ~2-3% -- and needs thousands of steps to go further; the study's
+    numbers come from continuing Google's checkpoint.)"""
+    import keras
+
+    from pretrain.data import open_instances
+
     runner = CliRunner()
     run = tmp_path / "run"
+    inst = open_instances(instances)
+    keras.utils.set_random_seed(0)
+    untrained = BertPretrainer.from_bert_config(BertConfig.preset("tiny"))
+    before = {split: evaluate_split(untrained, inst.files(split), seq=128, pred=20, max_steps=20)
+              for split in ("train", "eval")}
     result = runner.invoke(app, ["pretrain", "eval", str(CORPUS), "--instances", str(instances)])
-    assert result.exit_code == 1 and "holds no model" in result.output
+    assert result.exit_code == 1 and _says(result, "holds no model")
     result = runner.invoke(app, ["pretrain", "train", "--instances", str(instances), "--out", str(run),
-                                 "--preset", "tiny", "--steps", "250", "--log-every", "25"])
+                                 "--preset", "tiny", "--steps", "200", "--log-every", "20"])
     assert result.exit_code == 0, result.output
-    history = _scalars(run / "logs", "masked_lm_accuracy")
-    assert history[-1] > max(0.02, 3 * history[0]), history
+    history = _scalars(run / "logs", "masked_lm_loss")
+    assert len(history) == 10 and history[-1] < history[0] - 1.0, history
 
-    before = tmp_path / "before"
+    report = tmp_path / "after.json"
     result = runner.invoke(app, ["pretrain", "eval", str(run), "--instances", str(instances),
-                                 "--ckpt-name", "ckpt-250", "--json", str(before), "--max-steps", "20"])
+                                 "--json", str(report), "--max-steps", "20"])
     assert result.exit_code == 0, result.output
-    assert "| run, train set |" in result.output and "| run, eval set |" in result.output
-    after = json.loads(before.read_text())["results"]
-    assert after["eval"]["masked_lm_accuracy"] > 0.02 and after["eval"]["examples"] == 160
+    assert _says(result, "| run, train set |") and _says(result, "| run, eval set |")
+    after = json.loads(report.read_text())["results"]
+    for split in ("train", "eval"):
+        assert after[split]["examples"] == 160
+        assert before[split]["masked_lm_accuracy"] < 0.002  # chance: 1 / 21128
+        assert after[split]["masked_lm_accuracy"] > 0.01
+        assert after[split]["masked_lm_loss"] < before[split]["masked_lm_loss"] - 2.0
 
     for fmt in ("google", "hf"):
         result = runner.invoke(app, ["pretrain", "export", str(run), "--format", fmt, "--out",
                                      str(tmp_path / fmt)])
         assert result.exit_code == 0, result.output
-    assert (tmp_path / "google" / "model.ckpt-250.index").is_file()
+    assert (tmp_path / "google" / "model.ckpt-200.index").is_file()
     ours = google_weights(load_bert(run).pretrainer)
-    for fmt in ("google", "hf"):
-        again = google_weights(load_bert(tmp_path / fmt).pretrainer)
-        assert all(np.array_equal(ours[k], again[k]) for k in ours)
+    # the finished run also holds Google's model.ckpt-200 (bert-as-service: -tuned_model_dir run/)
+    beside = [run / "model.ckpt-200", (run, "model.ckpt-200"), tmp_path / "google", tmp_path / "hf"]
+    for where in beside:
+        loaded = load_bert(where[0], ckpt_name=where[1]) if isinstance(where, tuple) else load_bert(where)
+        again = google_weights(loaded.pretrainer)
+        assert all(np.array_equal(ours[k], again[k]) for k in ours), where
 
     # a run dir resumes only with its own settings
     result = runner.invoke(app, ["pretrain", "train", "--instances", str(instances), "--out", str(run),
                                  "--preset", "tiny", "--steps", "99"])
-    assert result.exit_code == 1 and "started with other settings" in result.output
+    assert result.exit_code == 1 and _says(result, "started with other settings")
 
 
 def test_train_bad_inputs(instances, tmp_path):
@@ -254,13 +285,13 @@ def test_train_bad_inputs(instances, tmp_path):
     train = ["pretrain", "train", "--instances"]
     result = runner.invoke(app, [*train, str(instances), "--out", str(tmp_path / "a"),
                                  "--bert-config", str(bad_config)])
-    assert result.exit_code == 1 and "vocab/config mismatch" in result.output
+    assert result.exit_code == 1 and _says(result, "vocab/config mismatch")
     result = runner.invoke(app, [*train, str(tmp_path), "--out", str(tmp_path / "b"), "--preset", "tiny"])
-    assert result.exit_code == 1 and "not an instances directory" in result.output
+    assert result.exit_code == 1 and _says(result, "not an instances directory")
     result = runner.invoke(app, [*train, str(instances), "--out", str(tmp_path / "c"),
                                  "--init-checkpoint", str(tmp_path / "nope" / "bert_model.ckpt"),
                                  "--bert-config", str(CORPUS.parent / "missing.json")])
-    assert result.exit_code == 1 and "not found" in result.output
+    assert result.exit_code == 1 and _says(result, "not found")
 
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -272,7 +303,7 @@ def test_train_bad_inputs(instances, tmp_path):
     shard.write_bytes(bytes(data))
     result = runner.invoke(app, [*train, str(broken), "--out", str(tmp_path / "d"), "--preset", "tiny",
                                  "--steps", "3"])
-    assert result.exit_code == 1 and f"{shard.name} is corrupt" in result.output, result.output
+    assert result.exit_code == 1 and _says(result, f"{shard.name} is corrupt"), result.output
 
 
 def _scalars(logdir: Path, tag: str) -> list[float]:
@@ -284,3 +315,78 @@ def _scalars(logdir: Path, tag: str) -> list[float]:
                 if value.tag == tag:
                     values.append(float(tf.make_ndarray(value.tensor)))
     return values
+
+
+def _says(result, phrase: str) -> bool:
+    """Whether the CLI output holds ``phrase`` (whitespace ignored: Rich wraps lines)."""
+    return "".join(phrase.split()) in "".join(result.output.split())
+
+
+_MIRRORED = """
+import tests.conftest  # first, as under pytest: it loads triton before TensorFlow
+from tests.test_pretrain_train import SMALL, _as_inputs, _batch
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import sys
+import numpy as np
+import pretrain.train as T
+from pretrain.checkpoints import google_weights
+weights = {}
+for name in ("default", "mirrored"):
+    T.make_strategy = lambda n, tpu=None, name=name: (
+        tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if name == "mirrored"
+        else tf.distribute.get_strategy())
+    settings = T.TrainSettings(steps=10, batch_size=4, micro_batch_size=2 if name == "default" else 1,
+                               learning_rate=1e-2, warmup_steps=0)
+    trainer = T.Trainer(sys.argv[1] + name, SMALL, settings, T.RunOptions(), seq=24, pred=4)
+    trainer.restore_or_init(sys.argv[2])
+    assert trainer.replicas == (2 if name == "mirrored" else 1)
+    data = tf.data.Dataset.from_tensors(_as_inputs(_batch())).repeat()
+    iterator = iter(trainer.strategy.experimental_distribute_dataset(data))
+    for _ in range(3):
+        trainer.train_step(iterator)
+    weights[name] = google_weights(trainer.model)
+print(max(float(np.abs(weights["default"][k] - weights["mirrored"][k]).max()) for k in weights["default"]))
+"""
+
+
+def test_mirrored_strategy_equals_one_device(init_ckpt, tmp_path):
+    """Two replicas (logical CPUs) x 2 micro-batches = one device x 2 micro-batches:
+    the gradient is all-reduced before Google's global-norm clip."""
+    env = os.environ | {"PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
+    proc = subprocess.run([sys.executable, "-c", _MIRRORED, str(tmp_path / "run-"), str(init_ckpt)],
+                          env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert float(proc.stdout.strip().splitlines()[-1]) < 1e-4
+
+
+@pytest.mark.parametrize("variant", [{"mixed_precision": "bf16"}, {"mixed_precision": "fp16"},
+                                     {"optimizer": "lamb"}, {"xla": True}])
+def test_precision_lamb_and_xla_variants_train(init_ckpt, tmp_path, variant):
+    options = RunOptions(mixed_precision=variant.get("mixed_precision"), xla=variant.get("xla", False))
+    settings = TrainSettings(steps=10, batch_size=B, micro_batch_size=2, learning_rate=1e-3, warmup_steps=0,
+                             optimizer=variant.get("optimizer", "adamw"))
+    trainer = Trainer(tmp_path, SMALL, settings, options, seq=S, pred=M)
+    trainer.restore_or_init(str(init_ckpt))
+    before = google_weights(trainer.model)
+    iterator = iter(tf.data.Dataset.from_tensors(_as_inputs(_batch())).repeat())
+    losses = [trainer.train_step(iterator)["loss"] for _ in range(4)]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    after = google_weights(trainer.model)
+    assert all(after[k].dtype == np.float32 for k in after)  # float32 master weights
+    assert sum(not np.array_equal(before[k], after[k]) for k in after) > 0.9 * len(after)
+
+
+def test_time_budget_pauses_and_resumes(instances, tmp_path):
+    runner = CliRunner()
+    config = tmp_path / "bert_config.json"
+    BertConfig(vocab_size=21128, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+               intermediate_size=64, max_position_embeddings=128).to_json_file(config)
+    args = ["pretrain", "train", "--out", str(tmp_path / "run")]
+    result = runner.invoke(app, [*args, "--instances", str(instances), "--bert-config", str(config),
+                                 "--batch-size", "4", "--steps", "5", "--max-minutes", "0"])
+    assert result.exit_code == 0 and _says(result, "paused (time budget) at step 1"), result.output
+    assert (tmp_path / "run" / "checkpoints" / "ckpt-1.index").is_file()
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0 and _says(result, "finished at step 5 (started at 1)"), result.output
