@@ -12,11 +12,14 @@ algorithm in Rust, but disagree with Google on two points that real danmaku hit:
   (``\\ue823--`` is ``[UNK] - -`` for Google, ``- -`` for HF).
 * Python's ``str.lower`` knows the final sigma (``Σ`` -> ``ς`` at a word end);
   Rust's per-character lowercasing does not.
+* Unicode versions differ: a mark that Python's tables call Mn (stripped with
+  the accents) may be something else to Rust's.
 
 (U+2028/9 look like a third, but Google's final ``str.split()`` splits there too.)
 We resolve the first ourselves before the Rust side sees the text (with
 Python's own ``unicodedata``, the one the reference uses): deleted characters
-go, kept ones become a letter that is in no vocabulary; and we lowercase in Python.
+go, kept ones become a letter that is in no vocabulary; and we lowercase and strip
+accents in Python.
 
 ``tests/test_tokenizer.py`` checks token equality with the reference on real
 danmaku and on fuzzed text.
@@ -104,6 +107,25 @@ def google_clean(text: str, resolve=_DEFAULT_RESOLVE) -> str:
     return _disputed_chars().sub(resolve, text)
 
 
+@functools.cache
+def _nonspacing_marks() -> re.Pattern[str]:
+    marks = [chr(cp) for cp in range(sys.maxunicode + 1) if unicodedata.category(chr(cp)) == "Mn"]
+    return re.compile(f"[{''.join(re.escape(m) for m in marks)}]")
+
+
+def strip_accents(text: str) -> str:
+    """Google's ``_run_strip_accents``: NFD, then drop category Mn, by Python's Unicode tables.
+
+    Done here rather than by the Rust normalizer, whose newer Unicode tables
+    disagree on some marks (U+119DA is Mn to Python: Google drops it).
+    """
+    if text.isascii():
+        return text
+    if not unicodedata.is_normalized("NFD", text):
+        text = unicodedata.normalize("NFD", text)
+    return _nonspacing_marks().sub("", text)
+
+
 def _absent(candidates: Sequence[str], vocab: dict[str, int]) -> str:
     chars = {ch for token in vocab for ch in token}
     for candidate in candidates:
@@ -149,8 +171,7 @@ class BertTokenizer:
         )
         self._hf = Tokenizer(model)
         self._hf.normalizer = normalizers.BertNormalizer(
-            clean_text=True, handle_chinese_chars=True,
-            strip_accents=do_lower_case, lowercase=do_lower_case,
+            clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False,
         )
         self._hf.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
 
@@ -159,7 +180,7 @@ class BertTokenizer:
 
     def _prepare(self, text: str) -> str:
         text = google_clean(text, self._resolve)
-        return text.lower() if self.do_lower_case else text
+        return strip_accents(text.lower()) if self.do_lower_case else text
 
     def tokenize(self, text: str) -> list[str]:
         return self._hf.encode(self._prepare(text), add_special_tokens=False).tokens
