@@ -6,6 +6,9 @@ module only assembles them, so ``dd --help`` lists the whole pipeline.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 from corpus.cli import corpus_app, db_app, import_app
@@ -26,6 +29,41 @@ app.add_typer(crawl_app, name="crawl")
 app.add_typer(corpus_app, name="corpus")
 app.add_typer(pretrain_app, name="pretrain")
 app.add_typer(embed_app, name="embed")
+
+
+@app.command("demo")
+def demo(
+    out: Annotated[Path, typer.Option(help="Where the run goes (store, corpus, model, report).")] = Path(
+        "demo/run"),
+    minutes: Annotated[float, typer.Option(help="Training time budget in minutes.")] = 15.0,
+    data: Annotated[Path, typer.Option(help="The shared sample data directory.")] = Path("../shared/data"),
+    steps: Annotated[int, typer.Option(
+        help="Optimizer steps at most (the learning-rate schedule spans them).")] = 4000,
+    dupe_factor: Annotated[int, typer.Option(help="Passes over the corpus when making instances.")] = 5,
+    eval_batches: Annotated[int, typer.Option(
+        help="Eval batches of 8 per row of the table (the study: 100).")] = 100,
+    fresh: Annotated[bool, typer.Option(
+        "--fresh", help="Start over instead of reusing finished stages.")] = False,
+) -> None:
+    """The whole study on the shared sample: import -> corpus -> pretrain -> table, picture, report.
+
+    Re-running reuses finished stages (a killed demo resumes); --fresh starts over.
+
+    Example: dd demo --minutes 15 --out demo/run && xdg-open demo/run/report.html
+    """
+    from dd.console import console
+    from dd.demo import DemoError, DemoSettings, run_demo
+
+    if minutes <= 0 or steps < 1 or dupe_factor < 1 or eval_batches < 1:
+        raise typer.BadParameter("--minutes, --steps, --dupe-factor and --eval-batches must be positive")
+    settings = DemoSettings(data=data, out=out, minutes=minutes, steps=steps, dupe_factor=dupe_factor,
+                            eval_batches=eval_batches, fresh=fresh)
+    try:
+        report = run_demo(settings)
+    except DemoError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from error
+    console.print(f"[bold green]report:[/] {report} (and {report.with_suffix('.md')})")
 
 
 def _version(value: bool) -> None:

@@ -49,7 +49,7 @@ class DemoSettings:
     out: Path
     minutes: float = 15.0
     steps: int = 4000
-    dupe_factor: int = 1
+    dupe_factor: int = 5
     eval_points: int = 4
     eval_batches: int = 100
     fresh: bool = False
@@ -164,9 +164,8 @@ def _export(settings: DemoSettings, store_url: str) -> dict[str, Any]:
     result = export_corpus(engine, settings.vocab, root=settings.out / "corpora", name="demo",
                            options=ExportOptions(eval_rooms=rooms))
     engine.dispose()
-    manifest = json.loads((result.directory / "manifest.json").read_text())
-    return {"dir": str(result.directory), "version": manifest["version"], "eval_rooms": list(rooms),
-            "manifest": manifest}
+    return {"dir": str(result.path), "version": result.manifest["version"], "eval_rooms": list(rooms),
+            "manifest": result.manifest}
 
 
 def _instances(settings: DemoSettings, corpus_dir: Path) -> dict[str, Any]:

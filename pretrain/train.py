@@ -16,6 +16,8 @@ A run directory holds everything needed to continue::
                               dropout RNG state (``ckpt-N``, the newest few kept)
     RUN_DIR/logs/             TensorBoard scalars
     RUN_DIR/model.ckpt-N.*    when finished: the weights as Google's checkpoint
+    RUN_DIR/initial/          a from-scratch run's initial weights (Google model dir):
+                              the "before" of ``dd pretrain eval``
 
 Resuming (running the same command again, e.g. after a kill) restores the
 newest checkpoint -- weights, optimizer slots and iterations, step, dropout RNG
@@ -38,6 +40,8 @@ from typing import Any
 
 from pretrain.config import BertConfig
 from pretrain.loading import GOOGLE_CONFIG, RUN_CHECKPOINTS, RUN_MANIFEST, VOCAB, vocab_size_of
+
+INITIAL_DIR = "initial"
 
 RUN_FORMAT = "dd-pretrain-run/1"
 STRATEGIES = ("default", "mirrored", "tpu")
@@ -388,6 +392,8 @@ def train(run_dir: str | Path, *, instances_dir: str | Path | None = None, confi
     trainer = Trainer(run_dir, config, settings, options, seq=instances.max_seq_length,
                       pred=instances.max_predictions)
     start = trainer.restore_or_init(init_checkpoint)
+    if start == 0 and not init_checkpoint:
+        _save_initial(trainer, run_dir)
     result = TrainResult(run_dir, start, start, "done")
     if start >= settings.steps:
         return result
@@ -442,6 +448,27 @@ def train(run_dir: str | Path, *, instances_dir: str | Path | None = None, confi
         prefix = run_dir / f"model.ckpt-{step}"
         write_google_checkpoint(google_weights(trainer.model), prefix, global_step=step)
     return result
+
+
+def _save_initial(trainer: Trainer, run_dir: Path) -> None:
+    """A from-scratch run's random initial weights as a Google model dir, ``RUN_DIR/initial``.
+
+    They are the "before" of such a run (``dd pretrain eval RUN_DIR/initial``);
+    a continued run's "before" is its init checkpoint, so nothing is copied then.
+    """
+    from pretrain.checkpoints import google_weights, write_google_checkpoint
+
+    initial = run_dir / INITIAL_DIR
+    if (initial / GOOGLE_CONFIG).is_file():
+        return
+    staging = run_dir / f".{INITIAL_DIR}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    write_google_checkpoint(google_weights(trainer.model), staging / "model.ckpt-0", global_step=0)
+    shutil.copyfile(run_dir / GOOGLE_CONFIG, staging / GOOGLE_CONFIG)
+    shutil.copyfile(run_dir / VOCAB, staging / VOCAB)
+    shutil.rmtree(initial, ignore_errors=True)
+    staging.rename(initial)
 
 
 class _Window:
