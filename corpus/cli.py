@@ -15,7 +15,7 @@ from corpus.db import make_engine, redact, resolve_url, upgrade_to_head
 from corpus.importers.runs import ImportSummary, StrictModeError
 from corpus.parsers import BadLine
 from corpus.stats import store_stats
-from dd.console import console, progress_bar
+from dd.console import console, format_ms, progress_bar
 
 DbOption = Annotated[
     str | None,
@@ -138,12 +138,6 @@ def db_upgrade(db: DbOption = None) -> None:
     console.print(f"{redact(resolve_url(db))}: {'upgraded' if applied else 'already'} at head")
 
 
-def _fmt_ms(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
 @db_app.command("stats")
 def db_stats(
     db: DbOption = None,
@@ -167,7 +161,7 @@ def db_stats(
         table.add_row(kind, f"{figures['sources']:,}", f"{figures['danmaku']:,}")
     table.add_row("[bold]total", f"{stats['sources']:,}", f"{stats['danmaku']:,}")
     out.print(table)
-    out.print(f"time range: {_fmt_ms(stats['first_sent_at_ms'])} .. {_fmt_ms(stats['last_sent_at_ms'])}")
+    out.print(f"time range: {format_ms(stats['first_sent_at_ms'])} .. {format_ms(stats['last_sent_at_ms'])}")
     owners = Table(title=f"top {top} uploaders / rooms")
     for column in ("kind", "mid / room", "sources", "danmaku"):
         owners.add_column(column, justify="right" if column != "kind" else "left")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from corpus.db import make_engine, redact, resolve_url
-from dd.console import console
+from dd.console import console, format_ms
 
 crawl_app = typer.Typer(
     help="The Bilibili danmaku crawler. Crawl with `scrapy crawl bilibili_danmaku -a ...` "
@@ -31,12 +30,6 @@ ROWS = (("videos", "videos"), ("pages", "pages"), ("  new sources", "pages_new")
         ("danmaku new", "danmaku_new"), ("danmaku filled (CSV rows)", "danmaku_filled"),
         ("danmaku known", "danmaku_known"), ("gone", "gone"), ("danmaku closed", "closed"),
         ("XML fallbacks", "fallbacks"), ("failed", "failed"))
-
-
-def _when(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
 
 
 @crawl_app.command("status")
@@ -68,7 +61,8 @@ def status(
     table.add_column("all runs", justify="right")
     runs_and_all = [*report["runs"], report["totals"]]
     table.add_row("status", *(r["status"] for r in report["runs"]), "")
-    table.add_row("started (UTC)", *(_when(r["started_at_ms"]) for r in report["runs"]), "")
+    started = (format_ms(r["started_at_ms"], seconds=False) for r in report["runs"])
+    table.add_row("started (UTC)", *started, "")
     for label, name in ROWS:
         table.add_row(label, *(f"{r[name]:,}" for r in runs_and_all))
     out.print(table)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -28,3 +30,11 @@ def progress_bar(*, transient: bool = False) -> Progress:
         transient=transient,
         disable=not console.is_terminal,
     )
+
+
+def format_ms(ms: int | None, *, seconds: bool = True) -> str:
+    """A UTC unix-ms time as people read it in tables ("-" when unknown)."""
+    if ms is None:
+        return "-"
+    pattern = "%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime(pattern)
