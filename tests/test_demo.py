@@ -16,8 +16,15 @@ from tests.conftest import FIXTURES, SHARED_DATA
 
 @pytest.fixture
 def small_data(tmp_path: Path) -> Path:
+    """The fixtures' live rooms, and enough real video danmaku (~30 k) that the model generalises."""
     data = tmp_path / "data"
-    shutil.copytree(FIXTURES / "video_danmaku", data / "video_danmaku")
+    copied = 0
+    for path in sorted((SHARED_DATA / "video_danmaku").rglob("*.csv")):
+        if copied >= 30_000:
+            break
+        (data / "video_danmaku" / path.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, data / "video_danmaku" / path.parent.name / path.name)
+        copied += path.read_bytes().count(b"\n")
     shutil.copytree(FIXTURES / "live_danmaku", data / "live_danmaku")
     for name in ("vocab.txt", "meme_phrases.txt"):
         shutil.copy(SHARED_DATA / name, data / name)
@@ -31,8 +38,9 @@ def table_row(markdown: str, label: str) -> list[float]:
 
 def test_demo_runs_end_to_end_and_resumes(small_data: Path, tmp_path: Path):
     out = tmp_path / "run"
-    args = ["demo", "--data", str(small_data), "--out", str(out), "--minutes", "0.6", "--steps", "60",
+    args = ["demo", "--data", str(small_data), "--out", str(out), "--minutes", "8", "--steps", "80",
             "--eval-batches", "5", "--dupe-factor", "3"]
+    # bounded by steps, not by the clock, so a slow or busy machine trains as far
     result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
 
@@ -45,6 +53,7 @@ def test_demo_runs_end_to_end_and_resumes(small_data: Path, tmp_path: Path):
 
     # the table holds the numbers this run computed, and training helped on held-out data
     state = json.loads((out / "state.json").read_text())["stages"]
+    assert state["train"]["step"] == 80
     before, after = state["evaluate"]["before"], state["evaluate"]["after"]
     assert table_row(report, "initial weights, evaluation set")[0] == pytest.approx(
         before["eval"]["masked_lm_accuracy"], abs=1e-6)
