@@ -108,6 +108,8 @@ def check_inputs(settings: DemoSettings) -> None:
 def run_demo(settings: DemoSettings) -> Path:
     """Run (or resume) the demo; returns the path of ``report.html``."""
     check_inputs(settings)
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
     if settings.fresh and settings.out.exists():
         shutil.rmtree(settings.out)
     settings.out.mkdir(parents=True, exist_ok=True)
@@ -255,7 +257,7 @@ def _report(settings: DemoSettings, state: DemoState, imported: dict, corpus: di
             training: dict, table: dict, embedded: dict) -> dict[str, Any]:
     from dd.report import metrics_table, plain_table, plot_curves, write_report
 
-    curves = plot_curves(training["history"], training["evals"], settings.out / "curves.png")
+    plot_curves(training["history"], training["evals"], settings.out / "curves.png")
     counts = corpus["manifest"].get("counts", {})
     timings = [(name, f"{stage['seconds']:.0f} s") for name, stage in state.stages.items()]
     md = f"""# dd demo: the study, reproduced on the shared sample
@@ -313,7 +315,6 @@ Nearest phrases (cosine, REDUCE_MEAN of the last layer):
 {plain_table(["stage", "time"], timings)}
 """
     md_path, html_path = write_report(settings.out, md, "dd demo report")
-    del curves
     return {"markdown": str(md_path), "html": str(html_path)}
 
 
