@@ -46,23 +46,31 @@ def upsert_source(conn: Connection, key: str, kind: str, origin: str,
     (the crawler adding cid/bvid/title to a page the CSV import created); fields
     already set are kept, so the first writer's facts are never overwritten.
     """
-    values = {k: v for k, v in (values or {}).items() if v is not None}
-    unknown = set(values) - set(SOURCE_FILLABLE)
-    if unknown:
-        raise ValueError(f"not source fields: {sorted(unknown)}")
+    values = _given_fields(values)
     stmt = _dialect_insert(conn, Source).values(key=key, kind=kind, origin=origin, **values)
     stmt = stmt.on_conflict_do_nothing(index_elements=["key"]).returning(Source.id)
     new_id = conn.execute(stmt).scalar()
     if new_id is not None:
         return new_id, True
     source_id = conn.execute(select(Source.id).where(Source.key == key)).scalar_one()
-    if values:
-        conn.execute(
-            update(Source).where(Source.id == source_id).values(
-                {getattr(Source, k): func.coalesce(getattr(Source, k), v) for k, v in values.items()}
-            )
-        )
+    _fill_nulls(conn, source_id, values)
     return source_id, False
+
+
+def _given_fields(values: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The non-None source fields of ``values``; unknown names are an error."""
+    given = {k: v for k, v in (values or {}).items() if v is not None}
+    unknown = set(given) - set(SOURCE_FILLABLE)
+    if unknown:
+        raise ValueError(f"not source fields: {sorted(unknown)}")
+    return given
+
+
+def _fill_nulls(conn: Connection, source_id: int, values: Mapping[str, Any]) -> None:
+    """Set the source's still-NULL fields from ``values``; fields already set are kept."""
+    if values:
+        conn.execute(update(Source).where(Source.id == source_id).values(
+            {getattr(Source, k): func.coalesce(getattr(Source, k), v) for k, v in values.items()}))
 
 
 def upsert_sources(conn: Connection, kind: str,
@@ -72,6 +80,7 @@ def upsert_sources(conn: Connection, kind: str,
     Three statements per batch instead of two or three per source: an import of
     thousands of small files spends its time on rows, not on round trips.
     """
+    items = [(key, origin, _given_fields(values)) for key, origin, values in items]
     keys = [key for key, _, _ in items]
     existing = _ids_of(conn, keys)
     new = [{"key": key, "kind": kind, "origin": origin,
@@ -81,10 +90,8 @@ def upsert_sources(conn: Connection, kind: str,
         conn.execute(_dialect_insert(conn, Source).on_conflict_do_nothing(index_elements=["key"]), new)
     created = _ids_of(conn, [row["key"] for row in new])
     for key, _, values in items:
-        fill = {k: v for k, v in values.items() if v is not None}
-        if key in existing and fill:
-            conn.execute(update(Source).where(Source.id == existing[key]).values(
-                {getattr(Source, k): func.coalesce(getattr(Source, k), v) for k, v in fill.items()}))
+        if key in existing:
+            _fill_nulls(conn, existing[key], values)
     return {key: (existing[key], False) if key in existing else (created[key], True) for key in keys}
 
 
