@@ -3,7 +3,7 @@
 Builds Google's pretraining-data format (one danmaku per line, a blank line
 between documents) from the public video-danmaku CSVs: one document per video,
 danmaku in posting order, only those the BERT vocabulary covers (no ``[UNK]``),
-inner whitespace runs turned into one space. This mirrors what ``dd corpus
+inner whitespace runs turned into one space. This mirrors what ``danmaku corpus
 export`` produces without depending on it.
 
     python bench/corpus_slice.py OUT.txt --max-bytes 300000 [--skip-videos 0] [--max-doc-lines N]
@@ -25,8 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from corpus.parsers import BadLine, parse_video_csv  # noqa: E402
-from corpus.tokenizer import UNK, BertTokenizer  # noqa: E402
+from danmaku.importers.parsers import BadLine, parse_video_csv  # noqa: E402
+from danmaku.text.tokenizer import UNK, BertTokenizer  # noqa: E402
 
 SHARED_DATA = REPO.parent / "shared" / "data"
 _SPACE = re.compile(r"\s+")

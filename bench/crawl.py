@@ -9,7 +9,7 @@
    Goal: >= 1 M danmaku/s for ``decode_segment``.
 2. A crawl: ``scrapy crawl bilibili_danmaku`` (a subprocess, throttling off)
    against ``tests/mockbili`` serving ``--videos`` videos of the data set, into
-   a fresh SQLite store. Reference: ``dd import csv`` of the same files into
+   a fresh SQLite store. Reference: ``danmaku import csv`` of the same files into
    another fresh SQLite store, in the same run.
 
 Prints one table; ``--append`` adds it to ``bench/RESULTS.md`` under ``## crawl``.
@@ -36,14 +36,14 @@ sys.path.insert(0, str(REPO))
 from google.protobuf import __version__ as protobuf_version  # noqa: E402
 from google.protobuf.internal import api_implementation  # noqa: E402
 
-from corpus.db import make_engine  # noqa: E402
-from corpus.importers.video_csv import import_video_csv  # noqa: E402
-from crawler.danmaku import decode_segment, parse_xml  # noqa: E402
-from crawler.proto.dm_pb2 import DmSegMobileReply  # noqa: E402
-from tests.mockbili import Catalog, MockBilibili  # noqa: E402
-from tests.mockbili.catalog import Page, make_page  # noqa: E402
-from tests.mockbili.run import crawl_runs, start_crawl  # noqa: E402
-from tests.mockbili.server import segment_body, xml_body  # noqa: E402
+from danmaku.crawl.danmaku import decode_segment, parse_xml  # noqa: E402
+from danmaku.crawl.proto.dm_pb2 import DmSegMobileReply  # noqa: E402
+from danmaku.importers.video_csv import import_video_csv  # noqa: E402
+from danmaku.store.db import make_engine  # noqa: E402
+from tests.support.mockbili import Catalog, MockBilibili  # noqa: E402
+from tests.support.mockbili.catalog import Page, make_page  # noqa: E402
+from tests.support.mockbili.run import crawl_runs, start_crawl  # noqa: E402
+from tests.support.mockbili.server import segment_body, xml_body  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "video_danmaku"
 SEGMENT = 6000
@@ -144,7 +144,7 @@ def bench_crawl(videos: int, max_bytes: int) -> tuple[float, list[tuple]]:
         engine.dispose()
     n = len(catalog.videos)
     return crawler_peak_mb, [
-        (f"dd import csv, same {n} files (reference)", f"{imported.rows:,} rows", import_s,
+        (f"danmaku import csv, same {n} files (reference)", f"{imported.rows:,} rows", import_s,
          f"{imported.rows / import_s:,.0f} rows/s", 1.0),
         (f"mock crawl -> SQLite, {n} videos, {segments:,} segments", f"{danmaku:,} danmaku",
          crawl_s, f"{n / crawl_s:.1f} videos/s, {danmaku / crawl_s:,.0f} danmaku/s",

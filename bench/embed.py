@@ -1,8 +1,8 @@
-"""Benchmark: `dd embed encode` vs transformers feature extraction, and `dd embed serve` under load.
+"""Benchmark: `danmaku embed encode` vs transformers feature extraction, and `danmaku embed serve` under load.
 
 Same model on both sides: a randomly initialised BERT-base-sized model
 (L12 H768 A12, Chinese vocabulary; no real weights exist here) written once in
-HF format, read by `dd embed` through ``load_bert`` and by
+HF format, read by `danmaku embed` through ``load_bert`` and by
 ``transformers.BertModel.from_pretrained``. Same texts (the study's 92 meme
 phrases), same batch size, same max_seq_len (32), CPU, in the same run.
 
@@ -16,7 +16,7 @@ References: ``pipeline("feature-extraction")`` with ``batch_size`` (what
 tokenizer + ``BertModel`` on batches in input order. Both end with the
 REDUCE_MEAN pooling, and the vectors are checked against ours.
 
-The service part starts ``dd embed serve`` in a subprocess and drives it from
+The service part starts ``danmaku embed serve`` in a subprocess and drives it from
 here with a bounded load generator: C clients, each sending a fixed number of
 requests of 4 phrases back to back, for C = 1, 8, 32.
 
@@ -60,9 +60,9 @@ def make_model(out: Path) -> None:
     """A random BERT-base in HF format (config.json, model.safetensors, vocab.txt)."""
     import keras
 
-    from pretrain.checkpoints import google_weights, write_hf
-    from pretrain.config import BertConfig
-    from pretrain.model import BertPretrainer
+    from danmaku.pretrain.checkpoints import google_weights, write_hf
+    from danmaku.pretrain.config import BertConfig
+    from danmaku.pretrain.model import BertPretrainer
 
     keras.utils.set_random_seed(0)
     config = BertConfig.preset("base")
@@ -85,10 +85,10 @@ def dd_worker(conn, model_dir: str, batch_size: int, threads: int) -> None:
     limit_threads(threads)
     import numpy as np
 
-    from embed.encoder import EncoderSettings
-    from embed.models import load_encoder
-    from embed.npy_stream import NpyAppender
-    from embed.stream import encode_stream
+    from danmaku.embed.encoder import EncoderSettings
+    from danmaku.embed.models import load_encoder
+    from danmaku.embed.npy_stream import NpyAppender
+    from danmaku.embed.stream import encode_stream
 
     texts = phrases()
     encoder, _ = load_encoder(model_dir, EncoderSettings(batch_size=batch_size, max_seq_len=MAX_SEQ_LEN))
@@ -159,7 +159,7 @@ def bench_encode(model_dir: Path, batch_size: int, rounds: int,
     ctx = mp.get_context("spawn")
     common = (str(model_dir), batch_size, threads)
     sides = {
-        "dd embed encode": (dd_worker, common),
+        "danmaku embed encode": (dd_worker, common),
         "transformers pipeline(feature-extraction)": (hf_worker, (*common, "pipeline")),
         "transformers BertModel loop": (hf_worker, (*common, "loop")),
     }
@@ -172,9 +172,9 @@ def bench_encode(model_dir: Path, batch_size: int, rounds: int,
         workers[name] = (proc, parent)
     import numpy as np
 
-    ours = vectors["dd embed encode"]
+    ours = vectors["danmaku embed encode"]
     for name, v in vectors.items():
-        print(f"max |dd - {name}| = {np.abs(ours - v).max():.2e}", file=sys.stderr)
+        print(f"max |danmaku - {name}| = {np.abs(ours - v).max():.2e}", file=sys.stderr)
     for _ in range(rounds):
         for name, (_, conn) in workers.items():
             time.sleep(0.5)  # let the previous side's threads go idle
@@ -228,9 +228,9 @@ def status(url: str) -> dict:
 
 
 def bench_service(model_dir: Path, batch_size: int) -> tuple[list[tuple], float]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dd", "embed", "serve", "-m", str(model_dir), "--port", "0",
+        [sys.executable, "-m", "danmaku", "embed", "serve", "-m", str(model_dir), "--port", "0",
          "--batch-size", str(batch_size)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
     )
@@ -272,7 +272,7 @@ def main() -> None:
                         help="thread counts to compare at (default: all cores, then 1)")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    work = Path(tempfile.mkdtemp(prefix="dd-bench-embed-"))
+    work = Path(tempfile.mkdtemp(prefix="danmaku-bench-embed-"))
     try:
         model_dir = work / "bert-base-random"
         print("writing a random BERT-base (HF format) ...", file=sys.stderr)
@@ -287,7 +287,7 @@ def main() -> None:
                   f"(load average {os.getloadavg()[0]:.1f})")
             rows = bench_encode(model_dir, args.batch_size, args.rounds, threads)
             ours = rows[0][1]
-            print("| | sentences/s (median) | best | ratio dd / this (median) | peak RSS MiB |")
+            print("| | sentences/s (median) | best | ratio danmaku / this (median) | peak RSS MiB |")
             print("|---|---:|---:|---:|---:|")
             for name, median, best, rss in rows:
                 print(f"| {name} | {median:.1f} | {best:.1f} | {ours / median:.2f}x | {rss:.0f} |")

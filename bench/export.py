@@ -1,9 +1,9 @@
-"""Corpus export speed: ``dd corpus export`` vs Google's FullTokenizer filter vs ``cat``.
+"""Corpus export speed: ``danmaku corpus export`` vs Google's FullTokenizer filter vs ``cat``.
 
     PYTHONPATH=$PWD python bench/export.py [--db store.sqlite] [--slice 200000] [--append]
 
 1. Imports the full shared sample (``../shared/data/video_danmaku`` and
-   ``live_danmaku``) with ``dd import csv`` / ``dd import live`` into a fresh
+   ``live_danmaku``) with ``danmaku import csv`` / ``danmaku import live`` into a fresh
    SQLite file, unless ``--db`` names one already filled.
 2. Times, each in its own process (so each peak RSS is its own):
    - the project's export of the whole store (``export_corpus``, 1 and 2 workers),
@@ -51,8 +51,8 @@ def _peak_rss_mb() -> float:
 def _slice(db: str, n: int) -> list[str]:
     from sqlalchemy import select
 
-    from corpus.db import make_engine
-    from corpus.models import Danmaku
+    from danmaku.store.db import make_engine
+    from danmaku.store.models import Danmaku
 
     with make_engine(db).connect() as conn:
         return list(conn.execute(select(Danmaku.text).order_by(
@@ -63,8 +63,8 @@ def _slice(db: str, n: int) -> list[str]:
 
 
 def stage_export(db: str, out: str, workers: int) -> dict:
-    from corpus.db import make_engine
-    from corpus.export import export_corpus
+    from danmaku.corpus.export import export_corpus
+    from danmaku.store.db import make_engine
 
     engine = make_engine(db)
     wall, cpu = time.perf_counter(), time.process_time()
@@ -79,8 +79,8 @@ def stage_export(db: str, out: str, workers: int) -> dict:
 
 
 def stage_reference(db: str, n: int) -> dict:
-    from corpus.export import one_line
-    from tests.google_reference import full_tokenizer
+    from danmaku.corpus.export import one_line
+    from tests.support.google_reference import full_tokenizer
 
     texts = _slice(db, n)
     tokenizer = full_tokenizer(VOCAB)
@@ -94,8 +94,8 @@ def stage_reference(db: str, n: int) -> dict:
 
 
 def stage_filter(db: str, n: int) -> dict:
-    from corpus.export import one_line_batch
-    from corpus.vocab_filter import KEEP, VocabFilter
+    from danmaku.corpus.export import one_line_batch
+    from danmaku.text.vocab_filter import KEEP, VocabFilter
 
     texts = _slice(db, n)
     vocab_filter = VocabFilter(VOCAB)
@@ -111,8 +111,8 @@ def stage_scan(db: str) -> dict:
     """The floor: the export's query through the raw cursor, nothing done with the rows."""
     import sqlite3
 
-    from corpus.db import make_engine
-    from corpus.export_reader import Selection, queries, sql_text
+    from danmaku.corpus.export_reader import Selection, queries, sql_text
+    from danmaku.store.db import make_engine
 
     engine = make_engine(db)
     sql = sql_text(queries(Selection())[1], engine)
@@ -141,7 +141,7 @@ def import_sample(db: Path) -> float:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     started = time.perf_counter()
     for kind, folder in (("csv", "video_danmaku"), ("live", "live_danmaku")):
-        subprocess.run([sys.executable, "-m", "dd", "import", kind, str(SHARED_DATA / folder),
+        subprocess.run([sys.executable, "-m", "danmaku", "import", kind, str(SHARED_DATA / folder),
                         "--db", str(db)], env=env, cwd=REPO, check=True, capture_output=True)
     return time.perf_counter() - started
 
@@ -193,7 +193,7 @@ def main() -> None:
             print(json.dumps(stage_filter(rest[0], int(rest[1]))))
         return
 
-    with tempfile.TemporaryDirectory(prefix="dd-bench-export-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="danmaku-bench-export-") as tmp:
         work = Path(tmp)
         if args.db:
             db, import_s = Path(args.db), None
@@ -221,9 +221,9 @@ def main() -> None:
     cat_rate = cat["danmaku"] / cat["seconds"]
     rows = [
         ("Google FullTokenizer filter, slice (reference)", reference),
-        ("dd VocabFilter alone, same slice", ours),
-        ("dd corpus export, whole store, 1 process", export1),
-        ("dd corpus export, whole store, 2 workers", export2),
+        ("danmaku VocabFilter alone, same slice", ours),
+        ("danmaku corpus export, whole store, 1 process", export1),
+        ("danmaku corpus export, whole store, 2 workers", export2),
         ("SQLite scan alone (export query, raw cursor, rows dropped)", scan),
         ("cat danmaku_text_pure.txt", cat),
     ]
@@ -233,7 +233,7 @@ def main() -> None:
         f"Store: {export1['danmaku']:,} danmaku (shared sample), {export1['kept']:,} kept, corpus version "
         f"{export1['version']}, {size_mb:.1f} MB (same with 2 workers: "
         f"{export1['version'] == export2['version']}). "
-        + (f"Import (dd import csv + live): {import_s:.1f} s. " if import_s is not None else "")
+        + (f"Import (danmaku import csv + live): {import_s:.1f} s. " if import_s is not None else "")
         + f"Export, 1 process: {rate1 / ref_rate:.0f}x the reference (goal 50x; per CPU second "
         f"{cpu_ratio(export1, reference):.0f}x, the filter alone {cpu_ratio(ours, reference):.0f}x, "
         f"the bare SQLite scan {cpu_ratio(scan, reference):.0f}x), cat is {cat_rate / rate1:.0f}x "

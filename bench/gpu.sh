@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# dd pretrain on a GPU: BERT-base (Google's Chinese shape), seq 128, bf16, with MFU,
+# danmaku pretrain on a GPU: BERT-base (Google's Chinese shape), seq 128, bf16, with MFU,
 # against transformers.BertForPreTraining (torch, bf16 autocast) in the same run.
 # Needs a CUDA machine with `pip install -e '.[gpu,test]'` (tensorflow[and-cuda], torch).
 #   PEAK_TFLOPS=989 bash bench/gpu.sh [--gpu-batch 128] [--train-steps 20]

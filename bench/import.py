@@ -1,4 +1,4 @@
-"""Benchmark: `dd import csv` on the whole shared sample vs sqlite3's own `.import`.
+"""Benchmark: `danmaku import csv` on the whole shared sample vs sqlite3's own `.import`.
 
 The reference is the sqlite3 shell importing the same rows (already parsed, as
 CSV) into a table with the same columns and export index: the physical speed
@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from corpus.parsers import parse_video_csv  # noqa: E402
+from danmaku.importers.parsers import parse_video_csv  # noqa: E402
 
 
 def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
@@ -62,18 +62,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/video_danmaku")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="dd-bench-import-"))
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    work = Path(tempfile.mkdtemp(prefix="danmaku-bench-import-"))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     results = []
     try:
         for fraction in (0.25, 0.5, 1.0):
             tree = subset_tree(args.data, fraction, work / f"tree{int(fraction * 100)}")
-            db = work / f"dd{int(fraction * 100)}.sqlite"
+            db = work / f"danmaku{int(fraction * 100)}.sqlite"
             seconds, rss = run_measured(
-                [sys.executable, "-m", "dd", "import", "csv", str(tree), "--db", str(db)], env)
+                [sys.executable, "-m", "danmaku", "import", "csv", str(tree), "--db", str(db)], env)
             rows = int(subprocess.check_output(
                 ["sqlite3", str(db), "SELECT count(*) FROM danmaku"]).decode())
-            results.append((f"dd import csv ({int(fraction * 100)} % of tree)", rows, seconds, rss))
+            results.append((f"danmaku import csv ({int(fraction * 100)} % of tree)", rows, seconds, rss))
 
         ref_csv = work / "rows.csv"
         rows = write_reference_csv(args.data, ref_csv)

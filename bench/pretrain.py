@@ -1,13 +1,13 @@
-"""Benchmark of ``dd pretrain`` against the references, measured in the same run.
+"""Benchmark of ``danmaku pretrain`` against the references, measured in the same run.
 
 1. Instance creation: Google's ``create_pretraining_data.py`` (its
    ``create_training_instances`` + ``write_instance_to_example_files``) vs
-   ``dd pretrain prepare`` (default sharded mode) on the same real corpus slices
+   ``danmaku pretrain prepare`` (default sharded mode) on the same real corpus slices
    (built from ../shared/data), Google's defaults (dupe factor 10). Each side runs
    in its own process; its peak RSS (workers included) is reported. Two slice
    sizes show whose memory grows with the input.
 2. Training throughput on CPU: sequences/s of ``transformers.BertForPreTraining``
-   (torch, AdamW) vs dd's training step (keras-hub backbone + Google heads,
+   (torch, AdamW) vs danmaku's training step (keras-hub backbone + Google heads,
    Google's optimizer, real tf.data input), same shape: L4 H256 A4, seq 128,
    batch 32.
 
@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 VOCAB = SHARED_DATA / "vocab.txt"
-CACHE = Path(tempfile.gettempdir()) / "dd-bench-pretrain"
+CACHE = Path(tempfile.gettempdir()) / "danmaku-bench-pretrain"
 
 
 def _peak_rss_mb() -> float:
@@ -49,7 +49,7 @@ def child_google(corpus: str, out: str) -> dict:
     sys.path.insert(0, str(REPO))
     import random
 
-    from tests.google_reference import create_pretraining_data, full_tokenizer
+    from tests.support.google_reference import create_pretraining_data, full_tokenizer
 
     cpd = create_pretraining_data()
     start = time.perf_counter()
@@ -63,7 +63,7 @@ def child_google(corpus: str, out: str) -> dict:
 
 def child_dd(corpus: str, out: str) -> dict:
     sys.path.insert(0, str(REPO))
-    from pretrain.instances import prepare
+    from danmaku.pretrain.instances import prepare
 
     start = time.perf_counter()
     summary = prepare(Path(corpus).parent, VOCAB, Path(out))
@@ -107,9 +107,9 @@ def child_torch(steps: int) -> dict:
 def child_dd_train(instances: str, steps: int) -> dict:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     sys.path.insert(0, str(REPO))
-    from pretrain.config import BertConfig
-    from pretrain.data import open_instances
-    from pretrain.train import RunOptions, Trainer, TrainSettings
+    from danmaku.pretrain.config import BertConfig
+    from danmaku.pretrain.data import open_instances
+    from danmaku.pretrain.train import RunOptions, Trainer, TrainSettings
 
     inst = open_instances(instances)
     with tempfile.TemporaryDirectory() as run_dir:
@@ -142,9 +142,9 @@ def child_gpu_dd(instances: str, steps: int, batch: int, xla: bool) -> dict:
     sys.path.insert(0, str(REPO))
     import tensorflow as tf
 
-    from pretrain.config import BertConfig
-    from pretrain.data import open_instances
-    from pretrain.train import RunOptions, Trainer, TrainSettings
+    from danmaku.pretrain.config import BertConfig
+    from danmaku.pretrain.data import open_instances
+    from danmaku.pretrain.train import RunOptions, Trainer, TrainSettings
 
     inst = open_instances(instances)
     with tempfile.TemporaryDirectory() as run_dir:
@@ -199,7 +199,7 @@ def gpu_main(args: argparse.Namespace) -> None:
     corpus = _slice(args.slices_mb[0])
     out = CACHE / "instances-gpu"
     if not (out / "instances.json").is_file():
-        _run_child("dd", str(corpus), str(out))
+        _run_child("danmaku", str(corpus), str(out))
     peak = float(os.environ.get("PEAK_TFLOPS", "989"))  # dense bf16 of an H100/H200 SXM
     flops = train_flops_per_sequence()
     rows = []
@@ -207,7 +207,7 @@ def gpu_main(args: argparse.Namespace) -> None:
     rows.append(("HF torch BertForPreTraining, bf16 autocast", torch_r["seq_per_s"]))
     for xla in (False, True):
         r = _run_child("gpu_dd", str(out), str(args.train_steps), str(args.gpu_batch), str(int(xla)))
-        rows.append((f"dd, bf16{' + XLA' if xla else ''}", r["seq_per_s"]))
+        rows.append((f"danmaku, bf16{' + XLA' if xla else ''}", r["seq_per_s"]))
     print(f"BERT-base (L12 H768, vocab 21128), seq 128, batch {args.gpu_batch}, "
           f"{flops / 1e9:.1f} GFLOP/sequence, peak {peak:g} TFLOP/s")
     print("| run | seq/s | MFU | vs HF |")
@@ -217,7 +217,8 @@ def gpu_main(args: argparse.Namespace) -> None:
 
 
 def _run_child(*args: str) -> dict:
-    env = os.environ | {"PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
+    env = os.environ | {"PYTHONPATH": str(REPO / "src"), "TF_CPP_MIN_LOG_LEVEL": "3",
+                        "KERAS_BACKEND": "tensorflow"}
     proc = subprocess.run([sys.executable, __file__, "--child", *args], env=env, capture_output=True,
                           text=True)
     if proc.returncode:
@@ -250,7 +251,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         kind, *rest = args.child
-        result = {"google": lambda: child_google(*rest), "dd": lambda: child_dd(*rest),
+        result = {"google": lambda: child_google(*rest), "danmaku": lambda: child_dd(*rest),
                   "torch": lambda: child_torch(int(rest[0])),
                   "dd_train": lambda: child_dd_train(rest[0], int(rest[1])),
                   "gpu_torch": lambda: child_gpu_torch(int(rest[0]), int(rest[1])),
@@ -272,7 +273,7 @@ def main() -> None:
                 import shutil
 
                 shutil.rmtree(out)
-            ours = _run_child("dd", str(corpus), str(out))
+            ours = _run_child("danmaku", str(corpus), str(out))
         instances_dir = instances_dir or out
         g_rate, d_rate = google["instances"] / google["seconds"], ours["instances"] / ours["seconds"]
         rows.append((f"instances/s, {mb:g} MB slice, dupe 10 (peak RSS)",
@@ -287,7 +288,7 @@ def main() -> None:
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; "
           "references: Google create_pretraining_data.py / transformers BertForPreTraining (torch)")
-    print("| measure | reference | dd | dd / reference |")
+    print("| measure | reference | danmaku | danmaku / reference |")
     print("|---|---|---|---|")
     for name, ref, ours_s, ratio in rows:
         print(f"| {name} | {ref} | {ours_s} | {ratio:.1f}x |")

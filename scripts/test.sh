@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs dd with its test extras into .venv and runs the whole test suite.
-# This is the README's test command and what .ci/run calls.
+# The README's test command, and what .ci/run calls: installs danmaku with its
+# test extras into .venv, starts throwaway PostgreSQL and Redis servers where
+# their binaries are installed (scripts/services.sh), runs ruff and the whole
+# test suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
@@ -8,4 +10,5 @@ python3 -m venv .venv
 python -m pip install -q --upgrade pip
 python -m pip install -q -e '.[test]'
 ruff check .
+. scripts/services.sh
 python -m pytest -q "$@"

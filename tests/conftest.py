@@ -1,7 +1,7 @@
 """Shared fixtures: stores on SQLite and on a real PostgreSQL, paths to sample data.
 
-PostgreSQL tests use ``DD_TEST_POSTGRES_URL`` (``.ci/run`` starts a throwaway
-cluster and sets it). Without it they skip -- unless ``DD_REQUIRE_SERVICES=1``
+PostgreSQL tests use ``DANMAKU_TEST_POSTGRES_URL`` (``.ci/run`` starts a throwaway
+cluster and sets it). Without it they skip -- unless ``DANMAKU_REQUIRE_SERVICES=1``
 (set in CI), where a missing server is a failure, never a silent skip.
 """
 
@@ -27,27 +27,29 @@ REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SHARED = REPO.parent / "shared"
 SHARED_DATA = SHARED / "data"
+# For subprocesses: this checkout's package (src/) and the test helpers (tests.support).
+PYTHONPATH = os.pathsep.join([str(REPO / "src"), str(REPO)])
 
 
 def require_service(env_var: str, what: str) -> str:
     value = os.environ.get(env_var)
     if value:
         return value
-    if os.environ.get("DD_REQUIRE_SERVICES") == "1":
+    if os.environ.get("DANMAKU_REQUIRE_SERVICES") == "1":
         pytest.fail(f"{what} is required in CI but {env_var} is not set")
     pytest.skip(f"{what} not available (set {env_var})")
 
 
 @pytest.fixture(scope="session")
 def postgres_server_url() -> str:
-    return require_service("DD_TEST_POSTGRES_URL", "PostgreSQL")
+    return require_service("DANMAKU_TEST_POSTGRES_URL", "PostgreSQL")
 
 
 @pytest.fixture
 def postgres_url(postgres_server_url: str) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
     server = make_url(postgres_server_url).set(drivername="postgresql+psycopg")
-    name = f"ddtest_{uuid.uuid4().hex[:12]}"
+    name = f"danmakutest_{uuid.uuid4().hex[:12]}"
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
@@ -61,7 +63,7 @@ def postgres_url(postgres_server_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'dd.sqlite'}"
+    return f"sqlite:///{tmp_path / 'danmaku.sqlite'}"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -74,4 +76,4 @@ def db_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    return require_service("DD_TEST_REDIS_URL", "Redis")
+    return require_service("DANMAKU_TEST_REDIS_URL", "Redis")

@@ -1,1 +1,0 @@
-"""Bilibili video-danmaku crawler (a Scrapy project; settings in ``crawler.settings``)."""

@@ -1,3 +1,0 @@
-from dd.cli import main
-
-main()

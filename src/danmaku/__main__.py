@@ -1,0 +1,3 @@
+from danmaku.cli.main import main
+
+main()

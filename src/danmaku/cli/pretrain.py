@@ -1,0 +1,257 @@
+"""``danmaku pretrain``: prepare instances, train, evaluate and export BERT (the study's pretraining).
+
+Each command parses options and calls one library function
+(``instances.prepare``, ``train.train``, ``evaluate.evaluate``,
+``export.export_model``); user errors become a red message and exit code 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from danmaku.cli.console import console, progress_bar
+
+pretrain_app = typer.Typer(
+    help="Continued BERT pretraining (masked LM + next sentence) with Google-checkpoint interop.",
+    no_args_is_help=True,
+)
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """Known failures -> one red line and exit 1 (no traceback)."""
+    from danmaku.pretrain.train import RunError
+
+    try:
+        yield
+    except (FileNotFoundError, ValueError, RunError, NotADirectoryError) as err:
+        console.print(f"[red]error:[/] {err}")
+        raise typer.Exit(1) from None
+
+
+def _quiet_tf() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+@pretrain_app.command()
+def prepare(
+    corpus: Annotated[Path, typer.Argument(help="Corpus dir (danmaku_text_pure.txt [+ .eval.txt]).")],
+    vocab: Annotated[Path, typer.Option("--vocab", help="BERT vocab.txt (Google's Chinese vocabulary).")],
+    out: Annotated[Path, typer.Option("--out", help="Instances directory to write.")],
+    max_seq_length: Annotated[int, typer.Option(help="Tokens per instance.")] = 128,
+    max_predictions_per_seq: Annotated[int, typer.Option(help="Masked positions per instance (max).")] = 20,
+    masked_lm_prob: Annotated[float, typer.Option(help="Share of tokens to mask.")] = 0.15,
+    short_seq_prob: Annotated[float, typer.Option(help="Share of documents with a shorter target.")] = 0.1,
+    dupe_factor: Annotated[int, typer.Option(help="Passes over the corpus (different masks each).")] = 10,
+    random_seed: Annotated[int, typer.Option(help="Seed (Google's default).")] = 12345,
+    workers: Annotated[int, typer.Option(help="Worker processes (0: one per CPU).")] = 0,
+    shard_mb: Annotated[float, typer.Option(help="Corpus text per shard, MB (memory per worker).")] = 4.0,
+    google_exact: Annotated[bool, typer.Option(
+        "--google-exact", help="Reproduce Google's output exactly (one process, in memory).")] = False,
+) -> None:
+    """Build pretraining instances (TFRecord, Google's layout) from a corpus.
+
+    Example: danmaku pretrain prepare corpus/ --vocab chinese_L-12_H-768_A-12/vocab.txt --out instances/
+    """
+    from danmaku.pretrain.instances import InstanceOptions
+    from danmaku.pretrain.instances import prepare as run_prepare
+
+    with _user_errors():
+        opts = InstanceOptions(max_seq_length, max_predictions_per_seq, masked_lm_prob, short_seq_prob,
+                               dupe_factor, random_seed)
+        if not vocab.is_file():
+            raise FileNotFoundError(f"vocabulary not found: {vocab}")
+        with progress_bar() as bar:
+            task = bar.add_task("preparing", total=None, detail="")
+
+            def progress(split: str, shards: int, stats) -> None:
+                bar.update(task, advance=stats.instances, detail=f"{split}: {shards} shard(s)")
+
+            summary = run_prepare(corpus, vocab, out, opts=opts, workers=workers or None,
+                                  shard_bytes=int(shard_mb * (1 << 20)), google_exact=google_exact,
+                                  progress=progress)
+    for split, stats in summary.splits.items():
+        console.print(
+            f"{split}: {stats.instances:,} instances from {stats.documents:,} documents, "
+            f"{stats.lines:,} lines "
+            f"({stats.empty_lines:,} without tokens, skipped), {stats.tokens:,} tokens; "
+            f"{stats.masked / max(stats.instances, 1):.1f} masked/instance, "
+            f"{stats.random_next / max(stats.instances, 1):.1%} random next")
+    if summary.shards_reused:
+        console.print(f"{summary.shards_reused} shard(s) were already done and kept")
+    console.print(f"written to {summary.out_dir}")
+
+
+@pretrain_app.command()
+def train(
+    out: Annotated[Path, typer.Option("--out", help="Run directory (created, or resumed if it exists).")],
+    instances: Annotated[Path | None, typer.Option(help="Instances directory from `prepare`.")] = None,
+    init_checkpoint: Annotated[str | None, typer.Option(
+        help="Google checkpoint to continue from (prefix or directory).")] = None,
+    bert_config: Annotated[Path | None, typer.Option(
+        help="bert_config.json (default: beside --init-checkpoint).")] = None,
+    preset: Annotated[str | None, typer.Option(help="Fresh model shape: tiny, small, base.")] = None,
+    recipe: Annotated[str | None, typer.Option(
+        help="Settings bundle: study (batch 2048, 12000 steps, lr 2e-5, 10% warm-up), tiny.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Instances per optimizer step.")] = None,
+    micro_batch_size: Annotated[int | None, typer.Option(
+        help="Instances per forward pass per device (default: up to 64).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(
+        help="Peak learning rate (default 2e-5 from a checkpoint, 1e-4 from scratch, 1e-3 tiny).")] = None,
+    warmup_steps: Annotated[int | None, typer.Option(help="Warm-up steps (default 10%).")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="adamw (Google's AdamWeightDecay) or lamb.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of initialisation, dropout and data order.")] = None,
+    mixed_precision: Annotated[str | None, typer.Option(help="bf16 or fp16 (default fp32).")] = None,
+    xla: Annotated[bool, typer.Option("--xla", help="Compile the step with XLA (GPU/TPU).")] = False,
+    strategy: Annotated[str, typer.Option(help="tf.distribute: default, mirrored, tpu.")] = "default",
+    tpu: Annotated[str | None, typer.Option(help="TPU name/address for --strategy tpu.")] = None,
+    save_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 1000,
+    keep_checkpoints: Annotated[int, typer.Option(help="Checkpoints kept.")] = 3,
+    log_every: Annotated[int, typer.Option(help="Log (TensorBoard, progress) every N steps.")] = 10,
+    max_minutes: Annotated[float | None, typer.Option(
+        help="Stop (with a checkpoint) after this many minutes.")] = None,
+    deterministic: Annotated[bool, typer.Option(
+        "--deterministic", help="Deterministic TF ops (bit-exact reruns).")] = False,
+) -> None:
+    """Pretrain with masked LM + next sentence; resumable (run the same command again).
+
+    Examples:
+      danmaku pretrain train --instances instances/ --out run/ --preset tiny
+      danmaku pretrain train --instances instances/ --out run/ --recipe study
+        --init-checkpoint chinese_L-12_H-768_A-12/bert_model.ckpt --mixed-precision bf16 --xla
+      danmaku pretrain train --out run/            # resume after a kill or --max-minutes
+    """
+    _quiet_tf()
+    from danmaku.pretrain.train import RunOptions, settings_for
+    from danmaku.pretrain.train import train as run_train
+
+    with _user_errors():
+        options = RunOptions(mixed_precision=mixed_precision, xla=xla, strategy=strategy, tpu=tpu,
+                             save_every=save_every, keep_checkpoints=keep_checkpoints, log_every=log_every,
+                             max_minutes=max_minutes, deterministic=deterministic)
+        resuming = (out / "run.json").is_file() and instances is None
+        config = settings = None
+        if not resuming:
+            if instances is None:
+                raise typer.BadParameter("--instances is required for a new run")
+            config = _model_config(init_checkpoint, bert_config, preset)
+            if recipe is None and preset == "tiny" and init_checkpoint is None:
+                recipe = "tiny"
+            if recipe is None and learning_rate is None and init_checkpoint:
+                learning_rate = 2e-5  # Google's suggestion for continuing a released checkpoint
+            settings = settings_for(recipe, batch_size=batch_size, micro_batch_size=micro_batch_size,
+                                    steps=steps, learning_rate=learning_rate, warmup_steps=warmup_steps,
+                                    optimizer=optimizer, seed=seed)
+        with progress_bar() as bar:
+            task = bar.add_task("pretraining", total=None, detail="")
+
+            def on_begin(start: int, total: int) -> None:
+                bar.update(task, total=total, completed=start)
+
+            def on_step(step: int, row: dict[str, float]) -> None:
+                bar.update(task, completed=step, detail=(
+                    f"loss {row['loss']:.3f} mlm_acc {row['masked_lm_accuracy']:.3f} "
+                    f"nsp_acc {row['next_sentence_accuracy']:.3f} {row['sequences_per_second']:.1f} seq/s"))
+
+            result = run_train(out, instances_dir=None if resuming else instances, config=config,
+                               settings=settings, options=options, init_checkpoint=init_checkpoint,
+                               on_begin=on_begin, on_step=on_step,
+                               on_notice=lambda text: console.print(f"[yellow]{text}[/]"))
+    if result.stopped == "time budget":
+        console.print(f"time budget of {max_minutes:g} min reached at step {result.step}; "
+                      "run the same command again to continue")
+    if result.history:
+        last = result.history[-1]
+        console.print(f"step {result.step}: loss {last['loss']:.4f}, masked_lm_accuracy "
+                      f"{last['masked_lm_accuracy']:.4f}, next_sentence_accuracy "
+                      f"{last['next_sentence_accuracy']:.4f}, {last['sequences_per_second']:.1f} seq/s")
+    state = "finished" if result.stopped == "done" else "paused (time budget)"
+    console.print(f"{state} at step {result.step} (started at {result.resumed_from}); "
+                  f"run dir {result.run_dir}")
+
+
+def _model_config(init_checkpoint: str | None, bert_config: Path | None, preset: str | None):
+    from danmaku.pretrain.config import BertConfig
+
+    if bert_config is not None:
+        return BertConfig.from_json_file(bert_config)
+    if init_checkpoint:
+        path = Path(init_checkpoint)
+        beside = (path if path.is_dir() else path.parent) / "bert_config.json"
+        if beside.is_file():
+            return BertConfig.from_json_file(beside)
+        raise FileNotFoundError(f"no bert_config.json beside {init_checkpoint}; pass --bert-config")
+    if preset:
+        return BertConfig.preset(preset)
+    raise typer.BadParameter("give --preset, --bert-config or --init-checkpoint")
+
+
+@pretrain_app.command("eval")
+def evaluate_cmd(
+    model: Annotated[Path, typer.Argument(help="Run/export/Google dir or checkpoint.")],
+    instances: Annotated[Path, typer.Option("--instances", help="Instances directory (train/eval splits).")],
+    ckpt_name: Annotated[str | None, typer.Option(
+        help="Checkpoint to load (e.g. model.ckpt-12000, ckpt-3).")] = None,
+    tuned_dir: Annotated[Path | None, typer.Option(
+        help="Weights from here, config/vocab from MODEL (bert-as-service).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Eval batch size (Google's default 8).")] = 8,
+    max_steps: Annotated[int, typer.Option(help="Eval batches per split (Google's 100; 0 = all).")] = 100,
+    label: Annotated[str | None, typer.Option(help="Row label in the table (default: model name).")] = None,
+    json_out: Annotated[Path | None, typer.Option(
+        "--json", help="JSON output (default: RUN_DIR/eval-step-N.json, else ./eval-NAME.json).")] = None,
+) -> None:
+    """Google's masked_lm/next_sentence accuracy and loss on train and eval instances.
+
+    Example: danmaku pretrain eval run/ --instances instances/      (the "after" rows)
+             danmaku pretrain eval chinese_L-12_H-768_A-12 --instances instances/   (the "before" row)
+    """
+    _quiet_tf()
+    from danmaku.pretrain.evaluate import evaluate, table, write_json
+    from danmaku.pretrain.loading import load_bert
+
+    with _user_errors():
+        bert = load_bert(model, ckpt_name=ckpt_name, tuned_dir=tuned_dir)
+        rows = evaluate(bert, instances, batch_size=batch_size, max_steps=max_steps or None)
+        name = label or (tuned_dir or model).name
+        step = f"-step-{bert.step}" if bert.step is not None else ""
+        home = Path(tuned_dir or model)
+        # a run dir keeps its evals; other models may be read-only: the current directory
+        target = json_out or (home / f"eval{step}.json" if (home / "run.json").is_file()
+                              else Path(f"eval-{name}{step}.json"))
+        write_json(target, bert.source, rows, step=bert.step, batch_size=batch_size, max_steps=max_steps)
+    typer.echo(table(rows, name))
+    console.print(f"metrics written to {target}")
+
+
+@pretrain_app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="Run dir (or any model load_bert reads).")],
+    fmt: Annotated[str, typer.Option("--format", help="google or hf.")] = "google",
+    out: Annotated[Path | None, typer.Option(help="Output dir (RUN_DIR/export-FORMAT).")] = None,
+    ckpt_name: Annotated[str | None, typer.Option(help="Checkpoint to export (default: newest).")] = None,
+) -> None:
+    """Export a trained model for bert-as-service / Google tools (google) or transformers (hf).
+
+    Example: danmaku pretrain export run/ --format google --out tuned/
+             bert-serving-start -model_dir chinese_L-12_H-768_A-12 -tuned_model_dir tuned/
+               -ckpt_name model.ckpt-12000
+    """
+    _quiet_tf()
+    from danmaku.pretrain.export import FORMATS, export_model
+    from danmaku.pretrain.loading import load_bert
+
+    with _user_errors():
+        if fmt not in FORMATS:
+            raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}")
+        bert = load_bert(run_dir, ckpt_name=ckpt_name)
+        target = out or run_dir / f"export-{fmt}"
+        written = export_model(bert, target, fmt=fmt)
+    console.print(f"exported {bert.source} -> {written}")

@@ -1,0 +1,1 @@
+"""Bilibili video-danmaku crawler (a Scrapy project; settings in ``danmaku.crawl.settings``)."""

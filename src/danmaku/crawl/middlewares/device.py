@@ -1,0 +1,93 @@
+"""Anonymous device cookies on every request; the user's SESSDATA only where needed.
+
+Since 2024-2025 Bilibili answers ``-352`` to listings and danmaku requests that
+lack the ``buvid3``/``buvid4`` cookies. They come from ``finger/spi`` (no login),
+fetched once per crawl by this middleware itself and again after
+``DANMAKU_BUVID_REFRESH_AFTER`` (default 3) ``-352`` answers.
+
+``SESSDATA`` is a logged-in session: read only from the environment variable
+``DANMAKU_BILIBILI_SESSDATA``, sent only to the danmaku-history endpoint, never put
+in settings, logs, items or the store. Scrapy's own cookie handling is off
+(``COOKIES_ENABLED = False``): this middleware is the only cookie source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+
+from scrapy import Request
+from scrapy.crawler import Crawler
+
+from danmaku.crawl import api
+from danmaku.crawl.middlewares import INTERNAL
+from danmaku.crawl.middlewares.errors import RISK_CONTROL
+
+logger = logging.getLogger(__name__)
+
+SESSDATA_ENV = "DANMAKU_BILIBILI_SESSDATA"
+
+
+def sessdata_from_env() -> str | None:
+    """The user's SESSDATA, if they chose to give one (never logged)."""
+    value = os.environ.get(SESSDATA_ENV, "").strip()
+    return value or None
+
+
+class DeviceCookiesMiddleware:
+    """Adds ``buvid3``/``buvid4`` (and, for history requests, ``SESSDATA``) as the Cookie header."""
+
+    def __init__(self, crawler: Crawler, refresh_after: int, sessdata: str | None) -> None:
+        self.crawler = crawler
+        self.refresh_after = refresh_after
+        self._sessdata = sessdata
+        self._cookies: dict[str, str] | None = None
+        self._risk_hits = 0
+        self._lock: asyncio.Lock | None = None
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> DeviceCookiesMiddleware:
+        middleware = cls(crawler, crawler.settings.getint("DANMAKU_BUVID_REFRESH_AFTER", 3),
+                         sessdata_from_env())
+        crawler.signals.connect(middleware.risk_control, signal=RISK_CONTROL)
+        return middleware
+
+    def risk_control(self, request: Request) -> None:
+        self._risk_hits += 1
+        if self._risk_hits >= self.refresh_after:
+            self._risk_hits = 0
+            self._cookies = None
+
+    async def process_request(self, request: Request) -> None:
+        if request.meta.get(INTERNAL) == "device cookies":
+            return
+        cookies = dict(await self.device_cookies())
+        if self._sessdata and api.is_history_url(request.url):
+            cookies["SESSDATA"] = self._sessdata
+        if cookies:
+            request.headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+
+    async def device_cookies(self) -> dict[str, str]:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._cookies is None:
+                self._cookies = await self._fetch()
+        return self._cookies
+
+    async def _fetch(self) -> dict[str, str]:
+        request = Request(api.finger_url(), meta={INTERNAL: "device cookies"}, dont_filter=True)
+        try:
+            response = await self.crawler.engine.download_async(request)
+            data = json.loads(response.body)["data"]
+            cookies = {"buvid3": str(data["b_3"]), "buvid4": str(data["b_4"])}
+        except Exception as error:  # crawl on without them, and say so
+            logger.warning("could not get device cookies from finger/spi (%s); "
+                           "continuing without them (expect -352 answers)", error)
+            self.crawler.stats.inc_value("danmaku/device_cookie_failures")
+            return {}
+        self.crawler.stats.inc_value("danmaku/device_cookie_fetches")
+        logger.info("device cookies buvid3/buvid4 fetched from finger/spi")
+        return cookies

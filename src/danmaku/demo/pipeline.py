@@ -1,0 +1,343 @@
+"""``danmaku demo``: the whole study on the shared sample, in one resumable command.
+
+import (video CSV + live chat) -> corpus (eval file = live broadcasts only) ->
+instances -> a ``tiny`` BERT trained from scratch on CPU within a time budget ->
+the study's table (initial weights vs trained, on train and held-out eval
+instances) -> the meme picture, neighbours and score for both models -> a
+report (Markdown + self-contained HTML).
+
+Every stage records what it produced in ``state.json``; a re-run skips the
+stages already done (same corpus version, same instances, the run resumes
+from its last checkpoint) unless ``fresh`` is set. The numbers in the report
+are computed in this run, never copied.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+NEIGHBOUR_QUERIES = ("阿夸", "晚安", "委员长", "夏色祭")
+
+
+@dataclass
+class DemoSettings:
+    """What the demo runs on and how long it trains.
+
+    Args:
+        data: the shared sample (``video_danmaku/``, ``live_danmaku/``, ``vocab.txt``,
+            ``meme_phrases.txt``).
+        out: the run directory (store, corpus, instances, model, report).
+        minutes: training time budget.
+        steps: optimizer steps at most (the learning-rate schedule spans them).
+        dupe_factor: passes over the corpus when making instances (Google: 10;
+            the demo trains on far fewer sequences than one pass yields).
+        eval_points: evaluations during training, for the curves.
+        eval_batches: batches of 8 per split for the table (the study: 100).
+        fresh: start over instead of reusing finished stages.
+    """
+
+    data: Path
+    out: Path
+    minutes: float = 15.0
+    steps: int = 4000
+    dupe_factor: int = 5
+    eval_points: int = 4
+    eval_batches: int = 100
+    fresh: bool = False
+
+    @property
+    def vocab(self) -> Path:
+        return self.data / "vocab.txt"
+
+
+@dataclass
+class DemoState:
+    """``state.json``: finished stages with their outputs and timings."""
+
+    path: Path
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> DemoState:
+        if path.is_file():
+            return cls(path, json.loads(path.read_text())["stages"])
+        return cls(path)
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"stages": self.stages}, ensure_ascii=False, indent=2))
+        os.replace(tmp, self.path)
+
+
+class DemoError(RuntimeError):
+    """Missing input or a stage that cannot run; the message says what to do."""
+
+
+StageCallback = Callable[[str, str, float], None]
+"""``(title, event, seconds)`` with event ``"start"``, ``"done"`` or ``"reused"``."""
+
+
+def _stage(state: DemoState, name: str, title: str, fn: Callable[[], dict[str, Any]],
+           on_stage: StageCallback) -> dict[str, Any]:
+    done = state.stages.get(name)
+    if done and done.get("done"):
+        on_stage(title, "reused", done["seconds"])
+        return done
+    on_stage(title, "start", 0.0)
+    started = time.perf_counter()
+    result = fn()
+    result.update(done=True, seconds=time.perf_counter() - started)
+    state.stages[name] = result
+    state.save()
+    on_stage(title, "done", result["seconds"])
+    return result
+
+
+def _ignore(*_args: Any) -> None:
+    pass
+
+
+def check_inputs(settings: DemoSettings) -> None:
+    needed = ["video_danmaku", "live_danmaku", "vocab.txt", "meme_phrases.txt"]
+    missing = [name for name in needed if not (settings.data / name).exists()]
+    if missing:
+        raise DemoError(f"{settings.data} lacks {', '.join(missing)}: pass --data pointing at the "
+                        "shared sample (../shared/data beside the checkout)")
+
+
+def run_demo(settings: DemoSettings, *, on_stage: StageCallback = _ignore,
+             on_message: Callable[[str], None] = _ignore) -> Path:
+    """Run (or resume) the demo; returns the path of ``report.html``.
+
+    Progress goes to ``on_stage`` (each stage's start and end) and ``on_message``
+    (figures along the way); nothing is printed here.
+    """
+    check_inputs(settings)
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
+    if settings.fresh and settings.out.exists():
+        shutil.rmtree(settings.out)
+    settings.out.mkdir(parents=True, exist_ok=True)
+    state = DemoState.load(settings.out / "state.json")
+    store_url = f"sqlite:///{(settings.out / 'danmaku.sqlite').resolve()}"
+
+    imported = _stage(state, "import", "import the shared sample into the store",
+                      lambda: _import(settings, store_url), on_stage)
+    corpus = _stage(state, "corpus", "export the corpus (eval file = live broadcasts)",
+                    lambda: _export(settings, store_url), on_stage)
+    instances = _stage(state, "instances", "make pretraining instances",
+                       lambda: _instances(settings, Path(corpus["dir"])), on_stage)
+    training = _stage(state, "train", f"train the tiny BERT ({settings.minutes:g} min budget)",
+                      lambda: _train(settings, Path(instances["dir"]), on_message), on_stage)
+    table = _stage(state, "evaluate", "evaluate initial and trained weights",
+                   lambda: _evaluate(settings, Path(instances["dir"]), training), on_stage)
+    embedded = _stage(state, "embed", "embed the meme phrases with both models",
+                      lambda: _embed(settings, training), on_stage)
+    report = _stage(state, "report", "write the report",
+                    lambda: _report(settings, state, imported, corpus, instances, training, table,
+                                    embedded), on_stage)
+    return Path(report["html"])
+
+
+# -- stages --------------------------------------------------------------------
+def _import(settings: DemoSettings, store_url: str) -> dict[str, Any]:
+    from danmaku.importers.live_chat import import_live_chat
+    from danmaku.importers.video_csv import import_video_csv
+    from danmaku.store.db import make_engine
+    from danmaku.store.stats import store_stats
+
+    engine = make_engine(store_url)
+    video = import_video_csv(engine, settings.data / "video_danmaku")
+    live = import_live_chat(engine, settings.data / "live_danmaku")
+    stats = store_stats(engine)
+    engine.dispose()
+    return {"store": store_url, "video_rows": video.rows, "live_rows": live.rows,
+            "rejected": video.rejected + live.rejected, "by_kind": stats["by_kind"],
+            "sources": stats["sources"], "danmaku": stats["danmaku"]}
+
+
+def _export(settings: DemoSettings, store_url: str) -> dict[str, Any]:
+    from sqlalchemy import select
+
+    from danmaku.corpus.export import ExportOptions, export_corpus
+    from danmaku.store.db import make_engine
+    from danmaku.store.models import LIVE_BROADCAST, Source
+
+    engine = make_engine(store_url)
+    with engine.connect() as conn:
+        rooms = tuple(sorted(conn.execute(
+            select(Source.room_id).where(Source.kind == LIVE_BROADCAST).distinct()).scalars()))
+    if not rooms:
+        raise DemoError("the store holds no live broadcasts for the held-out eval file")
+    result = export_corpus(engine, settings.vocab, root=settings.out / "corpora", name="demo",
+                           options=ExportOptions(eval_rooms=rooms))
+    engine.dispose()
+    return {"dir": str(result.path), "version": result.manifest["version"], "eval_rooms": list(rooms),
+            "manifest": result.manifest}
+
+
+def _instances(settings: DemoSettings, corpus_dir: Path) -> dict[str, Any]:
+    from danmaku.pretrain.instances import InstanceOptions, prepare
+
+    out = settings.out / "instances"
+    summary = prepare(corpus_dir, settings.vocab, out,
+                      opts=InstanceOptions(dupe_factor=settings.dupe_factor))
+    return {"dir": str(out), "splits": {split: asdict(stats) for split, stats in summary.splits.items()}}
+
+
+def _train(settings: DemoSettings, instances_dir: Path, on_message: Callable[[str], None]) -> dict[str, Any]:
+    from danmaku.pretrain.config import BertConfig
+    from danmaku.pretrain.evaluate import evaluate
+    from danmaku.pretrain.loading import load_bert
+    from danmaku.pretrain.train import RunOptions, settings_for, train
+
+    run_dir = settings.out / "model"
+    config = BertConfig.preset("tiny")
+    train_settings = settings_for("tiny", steps=settings.steps, warmup_steps=max(settings.steps // 20, 10))
+    evals: list[dict[str, Any]] = []
+    history: list[dict[str, float]] = []
+    chunk = settings.minutes / max(settings.eval_points, 1)
+    began = time.monotonic()
+    step = 0
+    while True:
+        left = settings.minutes - (time.monotonic() - began) / 60
+        result = train(run_dir, instances_dir=None if (run_dir / "run.json").is_file() else instances_dir,
+                       config=config, settings=train_settings,
+                       options=RunOptions(max_minutes=max(min(chunk, left), 0.05), save_every=10_000))
+        history.extend(result.history)
+        step = result.step
+        if not evals:
+            evals.append(_eval_point(load_bert(run_dir / "initial"), instances_dir, 0, evaluate))
+        evals.append(_eval_point(load_bert(run_dir), instances_dir, step, evaluate))
+        on_message(f"step {step}: eval masked_lm_accuracy {evals[-1]['eval']['masked_lm_accuracy']:.4f}")
+        if result.stopped == "done" or (time.monotonic() - began) / 60 >= settings.minutes:
+            break
+    return {"run_dir": str(run_dir), "step": step, "history": history, "evals": evals,
+            "minutes": (time.monotonic() - began) / 60}
+
+
+def _eval_point(bert: Any, instances_dir: Path, step: int, evaluate: Callable) -> dict[str, Any]:
+    rows = evaluate(bert, instances_dir, max_steps=25)
+    return {"step": step, **rows}
+
+
+def _evaluate(settings: DemoSettings, instances_dir: Path, training: dict[str, Any]) -> dict[str, Any]:
+    from danmaku.pretrain.evaluate import evaluate
+    from danmaku.pretrain.loading import load_bert
+
+    run_dir = Path(training["run_dir"])
+    before = evaluate(load_bert(run_dir / "initial"), instances_dir, max_steps=settings.eval_batches)
+    after = evaluate(load_bert(run_dir), instances_dir, max_steps=settings.eval_batches)
+    return {"before": before, "after": after}
+
+
+def _embed(settings: DemoSettings, training: dict[str, Any]) -> dict[str, Any]:
+    from danmaku.embed.models import load_encoder
+    from danmaku.embed.neighbors import nearest
+    from danmaku.embed.plot import Panel, draw, layout_2d
+    from danmaku.embed.score import DEFAULT_GROUPS, group_mrr, read_groups
+
+    phrases = [p.strip() for p in (settings.data / "meme_phrases.txt").read_text("utf-8").splitlines()
+               if p.strip()]
+    groups = read_groups(DEFAULT_GROUPS)
+    run_dir = Path(training["run_dir"])
+    panels, scores, neighbours = [], {}, {}
+    for name, model in (("initial", run_dir / "initial"), ("trained", run_dir)):
+        encoder, _ = load_encoder(model)
+        vectors = encoder.encode(phrases)
+        panels.append(Panel(name, phrases, layout_2d(vectors)))
+        score = group_mrr(phrases, vectors, groups)
+        scores[name] = {"mrr": score.mrr, "chance": score.chance}
+        neighbours[name] = {
+            query: [phrases[i] for i, _ in nearest(vectors[phrases.index(query)], vectors, 5,
+                                                    exclude=phrases.index(query))]
+            for query in NEIGHBOUR_QUERIES if query in phrases
+        }
+    picture = settings.out / "meme.png"
+    overlaps = draw(panels, picture, title="92 community phrases: PCA 50 + t-SNE")
+    return {"picture": str(picture), "overlaps": overlaps, "scores": scores, "neighbours": neighbours,
+            "phrases": len(phrases)}
+
+
+def _report(settings: DemoSettings, state: DemoState, imported: dict, corpus: dict, instances: dict,
+            training: dict, table: dict, embedded: dict) -> dict[str, Any]:
+    from danmaku.demo.report import metrics_table, plain_table, plot_curves, write_report
+
+    plot_curves(training["history"], training["evals"], settings.out / "curves.png")
+    counts = corpus["manifest"].get("counts", {})
+    timings = [(name, f"{stage['seconds']:.0f} s") for name, stage in state.stages.items()]
+    md = f"""# danmaku demo: the study, reproduced on the shared sample
+
+Everything below was computed in this run (`{settings.out}`), from the raw files in `{settings.data}`.
+
+## The study's table
+
+A `tiny` BERT (2 layers, hidden 128) trained from scratch for {training['step']} steps
+({training['minutes']:.1f} min on this machine's CPU). "Before" is its initial (random)
+weights; the eval instances come from live broadcasts that the training file does not contain.
+Each row: {settings.eval_batches} batches of 8 instances.
+
+{metrics_table([
+    ("initial weights, training set", table["before"]["train"]),
+    ("initial weights, evaluation set", table["before"]["eval"]),
+    ("tuned, training set", table["after"]["train"]),
+    ("tuned, evaluation set", table["after"]["eval"]),
+])}
+
+## Training curves
+
+![training curves](curves.png)
+
+## The meme picture
+
+![meme picture](meme.png)
+
+Meme score (mean reciprocal rank of a known group mate among each phrase's neighbours,
+{embedded['phrases']} phrases; higher is better):
+
+{plain_table(["model", "MRR", "chance"],
+             [(name, f"{s['mrr']:.3f}", f"{s['chance']:.3f}") for name, s in embedded["scores"].items()])}
+
+Nearest phrases (cosine, REDUCE_MEAN of the last layer):
+
+{plain_table(["query", "initial weights", "trained"],
+             [(q, " / ".join(embedded["neighbours"]["initial"][q]),
+               " / ".join(embedded["neighbours"]["trained"][q]))
+              for q in embedded["neighbours"]["trained"]])}
+
+## Data
+
+- Store: {imported['sources']:,} sources, {imported['danmaku']:,} danmaku
+  ({imported['video_rows']:,} video + {imported['live_rows']:,} live rows imported this run or before;
+  {imported['rejected']} rejected lines).
+- Corpus version `{corpus['version']}` (`{corpus['dir']}`); eval file = broadcasts of live rooms
+  {', '.join(map(str, corpus['eval_rooms']))}.
+{_counts_lines(counts)}
+- Instances (`{instances['dir']}`, dupe factor {settings.dupe_factor}):
+{_instance_lines(instances['splits'])}
+
+## Timings
+
+{plain_table(["stage", "time"], timings)}
+"""
+    md_path, html_path = write_report(settings.out, md, "danmaku demo report")
+    return {"markdown": str(md_path), "html": str(html_path)}
+
+
+def _counts_lines(counts: dict[str, Any]) -> str:
+    if not counts:
+        return ""
+    return "\n".join(f"- corpus {key}: {value:,}" if isinstance(value, int) else f"- corpus {key}: {value}"
+                     for key, value in counts.items() if not isinstance(value, dict))
+
+
+def _instance_lines(splits: dict[str, dict[str, Any]]) -> str:
+    return "\n".join(f"  - {split}: {s.get('instances', 0):,} instances from {s.get('documents', 0):,} "
+                     f"documents" for split, s in splits.items())

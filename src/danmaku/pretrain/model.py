@@ -1,0 +1,154 @@
+"""``BertPretrainer``: keras-hub's ``BertBackbone`` with Google's two pretraining heads.
+
+Google's ``run_pretraining.py`` puts two heads on ``modeling.BertModel``:
+
+* masked LM (``cls/predictions``): gather the hidden states at the masked
+  positions, dense + GELU + LayerNorm ("transform"), multiply by the *token
+  embedding* transposed (tied weights), add a per-token output bias;
+* next sentence (``cls/seq_relationship``): a 2-way linear layer on the pooled
+  ``[CLS]`` output.
+
+keras-hub's ``MaskedLMHead`` is exactly the first when it is given the backbone's
+token embedding and Google's GELU; keras-hub's own ``BertMaskedLM`` uses the erf
+GELU and default LayerNorm epsilon in its head, so it is not used. The backbone
+itself (post-LayerNorm blocks, epsilon 1e-12, tanh GELU) matches Google's
+``modeling.py``. Variable-by-variable correspondence with Google's checkpoints
+lives in ``pretrain/checkpoints.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import keras_hub
+from keras_hub.src.utils.keras_utils import gelu_approximate
+
+from danmaku.pretrain.config import GOOGLE_GELU, BertConfig
+
+INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask", "mask_positions")
+
+
+def build_backbone(config: BertConfig, *, dtype: Any = None) -> keras_hub.models.BertBackbone:
+    """A randomly initialised keras-hub ``BertBackbone`` of ``config``'s shape.
+
+    keras-hub uses one dropout rate for hidden states and attention
+    probabilities; a config where Google's two differ is refused rather than
+    silently changed.
+    """
+    if config.hidden_act != GOOGLE_GELU:
+        raise ValueError(f"hidden_act {config.hidden_act!r} is not supported (only Google's 'gelu')")
+    if config.hidden_dropout_prob != config.attention_probs_dropout_prob:
+        raise ValueError(
+            "keras-hub's BertBackbone has one dropout rate; this config has hidden_dropout_prob="
+            f"{config.hidden_dropout_prob} and attention_probs_dropout_prob="
+            f"{config.attention_probs_dropout_prob}"
+        )
+    return keras_hub.models.BertBackbone(
+        vocabulary_size=config.vocab_size,
+        num_layers=config.num_hidden_layers,
+        num_heads=config.num_attention_heads,
+        hidden_dim=config.hidden_size,
+        intermediate_dim=config.intermediate_size,
+        dropout=config.hidden_dropout_prob,
+        max_sequence_length=config.max_position_embeddings,
+        num_segments=config.type_vocab_size,
+        dtype=dtype,
+    )
+
+
+@keras.saving.register_keras_serializable(package="danmaku")
+class BertPretrainer(keras.Model):
+    """BERT with Google's masked-LM and next-sentence heads (``BertForPreTraining``).
+
+    Args:
+        backbone: a keras-hub ``BertBackbone``.
+        initializer_range: stddev of the truncated-normal initializer of the heads.
+        dtype: Keras dtype policy for the heads (e.g. ``"mixed_bfloat16"``); the
+            logits are always returned in float32 for the losses.
+
+    Inputs (a dict): ``token_ids``, ``segment_ids``, ``padding_mask`` of shape
+    ``[batch, seq]`` and ``mask_positions`` ``[batch, max_predictions]``, all int32
+    -- Google's ``input_ids``, ``segment_ids``, ``input_mask`` and
+    ``masked_lm_positions``.
+
+    Outputs (a dict): ``mlm_logits`` ``[batch, max_predictions, vocab]``,
+    ``nsp_logits`` ``[batch, 2]`` (index 0 = "B follows A", Google's label 0),
+    and ``sequence_output`` / ``pooled_output`` from the backbone.
+
+    Example:
+        >>> cfg = BertConfig.preset("tiny")
+        >>> model = BertPretrainer.from_bert_config(cfg)
+        >>> out = model({"token_ids": ids, "segment_ids": seg, "padding_mask": mask,
+        ...              "mask_positions": pos})
+        >>> out["mlm_logits"].shape
+        (batch, 20, 21128)
+    """
+
+    def __init__(self, backbone: keras_hub.models.BertBackbone, *, initializer_range: float = 0.02,
+                 dtype: Any = None, **kwargs: Any) -> None:
+        init = keras.initializers.TruncatedNormal(stddev=initializer_range)
+        mlm_head = keras_hub.layers.MaskedLMHead(
+            token_embedding=backbone.token_embedding,
+            intermediate_activation=gelu_approximate,
+            layer_norm_epsilon=1e-12,
+            kernel_initializer=init,
+            dtype=dtype if dtype is not None else backbone.dtype_policy,
+            name="mlm_head",
+        )
+        nsp_head = keras.layers.Dense(
+            2, kernel_initializer=init, dtype=dtype if dtype is not None else backbone.dtype_policy,
+            name="nsp_head",
+        )
+        inputs = {
+            name: keras.Input(shape=(None,), dtype="int32", name=name) for name in INPUT_NAMES
+        }
+        encoded = backbone({k: inputs[k] for k in ("token_ids", "segment_ids", "padding_mask")})
+        mlm_logits = mlm_head(encoded["sequence_output"], mask_positions=inputs["mask_positions"])
+        nsp_logits = nsp_head(encoded["pooled_output"])
+        outputs = {
+            "mlm_logits": keras.ops.cast(mlm_logits, "float32"),
+            "nsp_logits": keras.ops.cast(nsp_logits, "float32"),
+            "sequence_output": encoded["sequence_output"],
+            "pooled_output": encoded["pooled_output"],
+        }
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self.backbone = backbone
+        self.mlm_head = mlm_head
+        self.nsp_head = nsp_head
+        self.initializer_range = initializer_range
+
+    @classmethod
+    def from_bert_config(cls, config: BertConfig, *, dtype: Any = None) -> BertPretrainer:
+        """A randomly initialised pretrainer of ``config``'s architecture."""
+        return cls(build_backbone(config, dtype=dtype), initializer_range=config.initializer_range,
+                   dtype=dtype)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "backbone": keras.layers.serialize(self.backbone),
+            "initializer_range": self.initializer_range,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> BertPretrainer:
+        config = dict(config)
+        config["backbone"] = keras.layers.deserialize(config["backbone"])
+        return cls(**config)
+
+
+def bert_config_of(backbone: keras_hub.models.BertBackbone, *, initializer_range: float = 0.02) -> BertConfig:
+    """The ``BertConfig`` a backbone was built from (inverse of ``build_backbone``)."""
+    return BertConfig(
+        vocab_size=backbone.vocabulary_size,
+        hidden_size=backbone.hidden_dim,
+        num_hidden_layers=backbone.num_layers,
+        num_attention_heads=backbone.num_heads,
+        intermediate_size=backbone.intermediate_dim,
+        hidden_dropout_prob=backbone.dropout,
+        attention_probs_dropout_prob=backbone.dropout,
+        max_position_embeddings=backbone.max_sequence_length,
+        type_vocab_size=backbone.num_segments,
+        initializer_range=initializer_range,
+    )

@@ -1,0 +1,238 @@
+"""Writes to the store that importers and the crawler share.
+
+Every writer goes through these two functions, so a video page reached from the
+CSV data set and from the crawler ends up as one source, and a danmaku that is
+already there (same source and dmid) is never added twice.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from danmaku.store.models import Danmaku, Source
+
+SOURCE_FILLABLE = (
+    "aid", "bvid", "cid", "page", "room_id", "uploader_mid", "title", "duration_s",
+    "started_at_ms", "ended_at_ms", "status",
+)
+
+
+def _dialect_insert(conn: Connection, table):
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    if conn.dialect.name == "sqlite":
+        return sqlite.insert(table)
+    raise RuntimeError(f"unsupported database: {conn.dialect.name}")
+
+
+def source_key_video(aid: int, page: int) -> str:
+    return f"video:{aid}:{page}"
+
+
+def source_key_live(room_id: int, first_ms: int) -> str:
+    return f"live:{room_id}:{first_ms}"
+
+
+def upsert_source(conn: Connection, key: str, kind: str, origin: str,
+                  values: Mapping[str, Any] | None = None) -> tuple[int, bool]:
+    """Id of the source with this key, created if new; returns (id, created).
+
+    On an existing source, fields that are still NULL are filled from ``values``
+    (the crawler adding cid/bvid/title to a page the CSV import created); fields
+    already set are kept, so the first writer's facts are never overwritten.
+    """
+    values = _given_fields(values)
+    stmt = _dialect_insert(conn, Source).values(key=key, kind=kind, origin=origin, **values)
+    stmt = stmt.on_conflict_do_nothing(index_elements=["key"]).returning(Source.id)
+    new_id = conn.execute(stmt).scalar()
+    if new_id is not None:
+        return new_id, True
+    source_id = conn.execute(select(Source.id).where(Source.key == key)).scalar_one()
+    _fill_nulls(conn, source_id, values)
+    return source_id, False
+
+
+def _given_fields(values: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The non-None source fields of ``values``; unknown names are an error."""
+    given = {k: v for k, v in (values or {}).items() if v is not None}
+    unknown = set(given) - set(SOURCE_FILLABLE)
+    if unknown:
+        raise ValueError(f"not source fields: {sorted(unknown)}")
+    return given
+
+
+def _fill_nulls(conn: Connection, source_id: int, values: Mapping[str, Any]) -> None:
+    """Set the source's still-NULL fields from ``values``; fields already set are kept."""
+    if values:
+        conn.execute(update(Source).where(Source.id == source_id).values(
+            {getattr(Source, k): func.coalesce(getattr(Source, k), v) for k, v in values.items()}))
+
+
+def upsert_sources(conn: Connection, kind: str,
+                   items: Sequence[tuple[str, str, Mapping[str, Any]]]) -> dict[str, tuple[int, bool]]:
+    """``upsert_source`` for many (key, origin, values) at once: key -> (id, created).
+
+    Three statements per batch instead of two or three per source: an import of
+    thousands of small files spends its time on rows, not on round trips.
+    """
+    items = [(key, origin, _given_fields(values)) for key, origin, values in items]
+    keys = [key for key, _, _ in items]
+    existing = _ids_of(conn, keys)
+    new = [{"key": key, "kind": kind, "origin": origin,
+            **{c: values.get(c) for c in SOURCE_FILLABLE}}
+           for key, origin, values in items if key not in existing]
+    if new:
+        conn.execute(_dialect_insert(conn, Source).on_conflict_do_nothing(index_elements=["key"]), new)
+    created = _ids_of(conn, [row["key"] for row in new])
+    for key, _, values in items:
+        if key in existing:
+            _fill_nulls(conn, existing[key], values)
+    return {key: (existing[key], False) if key in existing else (created[key], True) for key in keys}
+
+
+def _ids_of(conn: Connection, keys: Sequence[str]) -> dict[str, int]:
+    ids: dict[str, int] = {}
+    for start in range(0, len(keys), 500):
+        query = select(Source.key, Source.id).where(Source.key.in_(keys[start:start + 500]))
+        ids.update((key, source_id) for key, source_id in conn.execute(query))
+    return ids
+
+
+def insert_danmaku(conn: Connection, columns: Sequence[str], rows: Sequence[tuple]) -> None:
+    """Bulk insert of positional rows (one executemany at the driver level).
+
+    Tuples, not dicts: building a dict per row and binding by name costs more
+    than parsing the row did, and imports move millions of rows.
+    """
+    if not rows:
+        return
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sql = f"INSERT INTO danmaku ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
+    conn.exec_driver_sql(sql, list(rows) if not isinstance(rows, list) else rows)
+
+
+def insert_danmaku_ignoring_known(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Bulk insert of rows with dmids; rows whose (source, dmid) is stored are skipped.
+
+    Returns how many rows are new, counted with RETURNING: an executemany's
+    rowcount is not reliable on PostgreSQL (psycopg reports 0 for it).
+    """
+    if not rows:
+        return 0
+    stmt = _dialect_insert(conn, Danmaku).on_conflict_do_nothing(
+        index_elements=["source_id", "dmid"], index_where=Danmaku.dmid.isnot(None)
+    ).returning(Danmaku.id)
+    return len(conn.execute(stmt, rows).all())
+
+
+CRAWLED_FIELDS = ("dmid", "position_ms", "sent_at_ms", "sender", "text", "mode", "color",
+                  "font_size", "pool")
+_IN_CHUNK = 500
+
+
+def drop_already_crawled(conn: Connection, source_id: int,
+                         rows: Sequence[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+    """CSV rows (text, position_ms, sent_at_ms) minus those the crawler already stored.
+
+    The CSV data set has no dmids, so a comment is the same comment when text,
+    position and sent-at time agree; equal rows pair off one to one. Only a
+    source that holds crawled (dmid) rows costs a query.
+    """
+    has_crawled = conn.execute(
+        select(Danmaku.id).where(Danmaku.source_id == source_id, Danmaku.dmid.isnot(None)).limit(1)
+    ).first()
+    if not has_crawled:
+        return list(rows)
+    stored = collections.Counter(conn.execute(
+        select(Danmaku.text, Danmaku.position_ms, Danmaku.sent_at_ms)
+        .where(Danmaku.source_id == source_id)).all())
+    kept = []
+    for row in rows:
+        if stored[row] > 0:
+            stored[row] -= 1
+        else:
+            kept.append(row)
+    return kept
+
+
+def has_unkeyed_danmaku(conn: Connection, source_id: int) -> bool:
+    """Whether the source holds danmaku without dmid (from the CSV data set)."""
+    return conn.execute(
+        select(Danmaku.id).where(Danmaku.source_id == source_id, Danmaku.dmid.is_(None)).limit(1)
+    ).first() is not None
+
+
+def add_crawled_danmaku(conn: Connection, source_id: int, rows: Sequence[Sequence[Any]], *,
+                        match_unkeyed: bool = True) -> tuple[int, int, int]:
+    """Store crawled danmaku (tuples in ``CRAWLED_FIELDS`` order); returns (new, filled, known).
+
+    A danmaku whose (source, dmid) is stored is *known* and skipped. With
+    ``match_unkeyed``, one that equals a stored danmaku without dmid on (text,
+    position_ms, sent_at_ms) -- the same comment imported from the CSV data set
+    -- *fills* that row's dmid, sender and display fields instead of becoming a
+    second copy; equal rows pair off one to one. The rest is inserted as *new*.
+    """
+    by_dmid: dict[int, Sequence[Any]] = {}
+    for row in rows:
+        by_dmid.setdefault(row[0], row)
+    candidates = list(by_dmid.values())
+    filled = 0
+    if match_unkeyed and candidates:
+        stored: set[int] = set()
+        dmids = list(by_dmid)
+        for start in range(0, len(dmids), _IN_CHUNK):
+            stored.update(conn.execute(select(Danmaku.dmid).where(
+                Danmaku.source_id == source_id, Danmaku.dmid.in_(dmids[start:start + _IN_CHUNK])
+            )).scalars())
+        candidates = [row for row in candidates if row[0] not in stored]
+        filled_rows, candidates = _pair_with_unkeyed(conn, source_id, candidates)
+        if filled_rows:
+            conn.execute(
+                update(Danmaku)
+                .where(Danmaku.id == bindparam("row_id"), Danmaku.dmid.is_(None))
+                .values(dmid=bindparam("new_dmid"),
+                        sender=func.coalesce(Danmaku.sender, bindparam("new_sender")),
+                        mode=bindparam("new_mode"), color=bindparam("new_color"),
+                        font_size=bindparam("new_font_size"), pool=bindparam("new_pool")),
+                filled_rows,
+            )
+            filled = len(filled_rows)
+    new = insert_danmaku_ignoring_known(conn, [
+        dict(zip(CRAWLED_FIELDS, row, strict=True), source_id=source_id) for row in candidates])
+    return new, filled, len(rows) - new - filled
+
+
+def _pair_with_unkeyed(conn: Connection, source_id: int, rows: list[Sequence[Any]]
+                       ) -> tuple[list[dict[str, Any]], list[Sequence[Any]]]:
+    """(update parameters for rows equal to an unkeyed stored one, the other rows)."""
+    if not rows:
+        return [], rows
+    first = min(row[2] for row in rows)
+    last = max(row[2] for row in rows)
+    waiting: dict[tuple[str, int | None, int], list[int]] = {}
+    for row_id, text, position, sent in conn.execute(
+        select(Danmaku.id, Danmaku.text, Danmaku.position_ms, Danmaku.sent_at_ms)
+        .where(Danmaku.source_id == source_id, Danmaku.dmid.is_(None),
+               Danmaku.sent_at_ms.between(first, last))
+        .order_by(Danmaku.id)
+    ):
+        waiting.setdefault((text, position, sent), []).append(row_id)
+    if not waiting:
+        return [], rows
+    updates: list[dict[str, Any]] = []
+    rest: list[Sequence[Any]] = []
+    for row in rows:
+        ids = waiting.get((row[4], row[1], row[2]))
+        if ids:
+            dmid, _, _, sender, _, mode, color, font_size, pool = row
+            updates.append({"row_id": ids.pop(0), "new_dmid": dmid, "new_sender": sender,
+                            "new_mode": mode, "new_color": color, "new_font_size": font_size,
+                            "new_pool": pool})
+        else:
+            rest.append(row)
+    return updates, rest

@@ -1,0 +1,84 @@
+"""`danmaku demo` end to end at a very small size: the report holds this run's numbers."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from danmaku.cli.main import app
+from tests.conftest import FIXTURES, SHARED_DATA
+
+
+@pytest.fixture
+def small_data(tmp_path: Path) -> Path:
+    """The fixtures' live rooms, and enough real video danmaku (~30 k) that the model generalises."""
+    data = tmp_path / "data"
+    copied = 0
+    for path in sorted((SHARED_DATA / "video_danmaku").rglob("*.csv")):
+        if copied >= 30_000:
+            break
+        (data / "video_danmaku" / path.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, data / "video_danmaku" / path.parent.name / path.name)
+        copied += path.read_bytes().count(b"\n")
+    shutil.copytree(FIXTURES / "live_danmaku", data / "live_danmaku")
+    for name in ("vocab.txt", "meme_phrases.txt"):
+        shutil.copy(SHARED_DATA / name, data / name)
+    return data
+
+
+def table_row(markdown: str, label: str) -> list[float]:
+    line = next(line for line in markdown.splitlines() if line.startswith(f"| {label} |"))
+    return [float(cell) for cell in line.strip("|").split("|")[1:]]
+
+
+def test_demo_runs_end_to_end_and_resumes(small_data: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    args = ["demo", "--data", str(small_data), "--out", str(out), "--minutes", "8", "--steps", "80",
+            "--eval-batches", "5", "--dupe-factor", "3"]
+    # bounded by steps, not by the clock, so a slow or busy machine trains as far
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+
+    report = (out / "report.md").read_text()
+    for picture in ("curves.png", "meme.png"):
+        assert (out / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({picture})" in report
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2
+
+    # the table holds the numbers this run computed, and training helped on held-out data
+    state = json.loads((out / "state.json").read_text())["stages"]
+    assert state["train"]["step"] == 80
+    before, after = state["evaluate"]["before"], state["evaluate"]["after"]
+    assert table_row(report, "initial weights, evaluation set")[0] == pytest.approx(
+        before["eval"]["masked_lm_accuracy"], abs=1e-6)
+    assert table_row(report, "tuned, evaluation set")[1] == pytest.approx(
+        after["eval"]["masked_lm_loss"], rel=1e-5)
+    assert after["eval"]["masked_lm_accuracy"] > before["eval"]["masked_lm_accuracy"]
+    assert after["eval"]["masked_lm_loss"] < before["eval"]["masked_lm_loss"] - 1.0
+
+    # the held-out file holds live broadcasts only, and none of them is in the training file
+    corpus = Path(state["corpus"]["dir"])
+    eval_docs = (corpus / "danmaku_text_pure.eval.txt").read_text().strip().split("\n\n")
+    assert len(eval_docs) == state["corpus"]["manifest"]["files"]["danmaku_text_pure.eval.txt"]["documents"]
+    assert sorted(state["corpus"]["eval_rooms"]) == sorted(
+        int(p.name) for p in (small_data / "live_danmaku").iterdir())
+    train_text = (corpus / "danmaku_text_pure.txt").read_text()
+    assert not any(doc in train_text for doc in eval_docs)
+
+    # a second run reuses every finished stage
+    again = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert again.exit_code == 0, again.output
+    assert len(re.findall(r"reused", again.output)) == 7
+
+
+def test_demo_without_data_is_a_clear_error(tmp_path: Path):
+    result = CliRunner().invoke(app, ["demo", "--data", str(tmp_path), "--out", str(tmp_path / "o")],
+                                env={"COLUMNS": "200"})
+    assert result.exit_code == 1
+    assert "lacks video_danmaku" in result.output

@@ -1,0 +1,268 @@
+"""The model and its checkpoints against two independent references.
+
+* Google's own TF1 graph (``bert-tensorflow``'s ``modeling.py`` and
+  ``run_pretraining.py`` heads, see ``tests/google_tf1.py``) gives the variable
+  names and shapes a Google checkpoint must have, writes a Google checkpoint
+  with ``tf.compat.v1.train.Saver`` and computes Google's log-probabilities;
+* a tiny random ``transformers.BertForPreTraining`` (torch, ``gelu_new`` =
+  Google's GELU) is the numeric oracle for MLM and NSP logits.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import torch
+from transformers import BertConfig as HFConfig
+from transformers import BertForPreTraining
+
+from danmaku.pretrain.checkpoints import (
+    google_shapes,
+    google_weights,
+    newest_checkpoint,
+    write_google_checkpoint,
+)
+from danmaku.pretrain.config import BertConfig
+from danmaku.pretrain.export import export_model
+from danmaku.pretrain.loading import load_bert
+from tests.conftest import SHARED_DATA
+from tests.support.google_tf1 import google_pretraining_graph, google_tf1
+
+V, H, L, A, FF, P = 120, 32, 2, 4, 64, 64
+CONFIG = BertConfig(vocab_size=V, hidden_size=H, num_hidden_layers=L, num_attention_heads=A,
+                    intermediate_size=FF, max_position_embeddings=P)
+B, S, M = 3, 24, 4
+
+
+def _write_vocab(path: Path) -> Path:
+    with open(SHARED_DATA / "vocab.txt", encoding="utf-8") as handle:
+        path.write_text("".join(next(handle) for _ in range(V)), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def hf_model() -> BertForPreTraining:
+    """A random torch BERT whose every weight (biases and LayerNorms too) is non-trivial."""
+    torch.manual_seed(7)
+    model = BertForPreTraining(HFConfig(
+        vocab_size=V, hidden_size=H, num_hidden_layers=L, num_attention_heads=A, intermediate_size=FF,
+        max_position_embeddings=P, hidden_act="gelu_new", initializer_range=0.2,
+    )).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "LayerNorm" in name or name.endswith("bias"):
+                p.add_(torch.randn_like(p) * 0.2)
+    return model
+
+
+@pytest.fixture(scope="module")
+def batch() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, V, (B, S), dtype=np.int32)
+    mask = np.ones((B, S), np.int32)
+    mask[1, 17:] = 0
+    mask[2, 9:] = 0
+    seg = np.zeros((B, S), np.int32)
+    seg[0, 10:] = 1
+    seg[1, 8:17] = 1
+    pos = np.array([[1, 4, 9, 20], [2, 3, 16, 0], [5, 8, 0, 0]], np.int32)
+    return {"input_ids": ids, "input_mask": mask, "segment_ids": seg, "masked_lm_positions": pos,
+            "masked_lm_ids": rng.integers(0, V, (B, M), dtype=np.int32),
+            "masked_lm_weights": (pos > 0).astype(np.float32),
+            "next_sentence_labels": np.array([[0], [1], [0]], np.int32)}
+
+
+def _ours(bert, batch) -> dict[str, np.ndarray]:
+    out = bert.pretrainer({"token_ids": batch["input_ids"], "segment_ids": batch["segment_ids"],
+                           "padding_mask": batch["input_mask"],
+                           "mask_positions": batch["masked_lm_positions"]}, training=False)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _torch(hf_model, batch) -> tuple[np.ndarray, np.ndarray]:
+    with torch.no_grad():
+        r = hf_model(input_ids=torch.tensor(batch["input_ids"], dtype=torch.long),
+                     token_type_ids=torch.tensor(batch["segment_ids"], dtype=torch.long),
+                     attention_mask=torch.tensor(batch["input_mask"], dtype=torch.long))
+    mlm = np.take_along_axis(r.prediction_logits.numpy(), batch["masked_lm_positions"][:, :, None], axis=1)
+    return mlm, r.seq_relationship_logits.numpy()
+
+
+def _hf_key(google: str) -> str:
+    """HF's name for a Google variable (the rule of HF's original TF-checkpoint converter)."""
+    fixed = {"cls/predictions/output_bias": "cls.predictions.bias",
+             "cls/seq_relationship/output_weights": "cls.seq_relationship.weight",
+             "cls/seq_relationship/output_bias": "cls.seq_relationship.bias"}
+    if google in fixed:
+        return fixed[google]
+    name = re.sub(r"layer_(\d+)", r"layer.\1", google).replace("/", ".")
+    name = re.sub(r"\.(kernel|gamma)$", ".weight", name)
+    name = re.sub(r"\.beta$", ".bias", name)
+    return name + ".weight" if name.endswith("_embeddings") else name
+
+
+@pytest.fixture(scope="module")
+def google_dir(hf_model, tmp_path_factory) -> Path:
+    """The torch weights as a Google model dir, written by Google's graph and TF1 Saver."""
+    out = tmp_path_factory.mktemp("google")
+    state = {k: v.numpy() for k, v in hf_model.state_dict().items()}
+    v1 = google_tf1().tf
+    graph, _, _ = google_pretraining_graph(CONFIG.to_dict(), B, S, M)
+    with graph.as_default(), v1.Session(graph=graph) as sess:
+        for var in v1.global_variables():
+            name = var.name[:-2]
+            value = state[_hf_key(name)]
+            var.load(value.T if name.endswith("kernel") else value, sess)
+        v1.train.Saver(v1.global_variables()).save(sess, str(out / "bert_model.ckpt"),
+                                                    write_meta_graph=False, write_state=False)
+    (out / "bert_config.json").write_text(json.dumps(CONFIG.to_dict()))
+    _write_vocab(out / "vocab.txt")
+    return out
+
+
+@pytest.fixture(scope="module")
+def hf_dir(hf_model, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("hf")
+    hf_model.save_pretrained(out)
+    _write_vocab(out / "vocab.txt")
+    return out
+
+
+def test_variable_names_and_shapes_are_googles():
+    graph, _, _ = google_pretraining_graph(CONFIG.to_dict(), B, S, M)
+    with graph.as_default():
+        names = [(v.name[:-2], tuple(v.shape.as_list())) for v in google_tf1().tf.global_variables()]
+    assert names == list(google_shapes(CONFIG).items())
+
+
+def test_google_checkpoint_matches_torch(google_dir, hf_model, batch):
+    bert = load_bert(google_dir)
+    assert bert.heads_loaded and bert.config == CONFIG
+    ours = _ours(bert, batch)
+    mlm, nsp = _torch(hf_model, batch)
+    np.testing.assert_allclose(ours["mlm_logits"], mlm, atol=1e-4)
+    np.testing.assert_allclose(ours["nsp_logits"], nsp, atol=1e-4)
+
+
+def test_hf_directory_matches_torch(hf_dir, hf_model, batch):
+    bert = load_bert(hf_dir)
+    ours = _ours(bert, batch)
+    mlm, nsp = _torch(hf_model, batch)
+    np.testing.assert_allclose(ours["mlm_logits"], mlm, atol=1e-4)
+    np.testing.assert_allclose(ours["nsp_logits"], nsp, atol=1e-4)
+
+
+def test_googles_graph_on_our_export(google_dir, batch, tmp_path):
+    """Google's own code, restoring our exported checkpoint, computes what we compute."""
+    bert = load_bert(google_dir)
+    export_model(bert, tmp_path / "g", fmt="google", step=42)
+    prefix = newest_checkpoint(tmp_path / "g")
+    assert prefix is not None and prefix.name == "model.ckpt-42"
+    v1 = google_tf1().tf
+    graph, ph, out = google_pretraining_graph(CONFIG.to_dict(), B, S, M)
+    with graph.as_default(), v1.Session(graph=graph) as sess:
+        # bert-as-service / run_pretraining load weights exactly like this.
+        v1.train.init_from_checkpoint(str(prefix), {"bert/": "bert/", "cls/": "cls/"})
+        sess.run(v1.global_variables_initializer())
+        got = sess.run(out, {ph[k]: batch[k] for k in ph})
+    ours = _ours(bert, batch)
+    logp = tf.nn.log_softmax(ours["mlm_logits"]).numpy().reshape(B * M, V)
+    np.testing.assert_allclose(got["mlm_log_probs"], logp, atol=1e-4)
+    np.testing.assert_allclose(got["nsp_log_probs"], tf.nn.log_softmax(ours["nsp_logits"]).numpy(),
+                               atol=1e-4)
+    np.testing.assert_allclose(got["sequence_output"], ours["sequence_output"], atol=1e-4)
+
+
+def test_exported_google_checkpoint_lists_googles_variables(google_dir, tmp_path):
+    export_model(load_bert(google_dir), tmp_path, fmt="google", step=7)
+    listed = dict(tf.train.list_variables(str(tmp_path / "model.ckpt-7")))
+    expected = {k: list(v) for k, v in google_shapes(CONFIG).items()} | {"global_step": []}
+    assert listed == expected
+    reader = tf.train.load_checkpoint(str(tmp_path / "model.ckpt-7"))
+    assert reader.get_variable_to_dtype_map()["global_step"] == tf.int64
+    assert reader.get_variable_to_dtype_map()["bert/pooler/dense/kernel"] == tf.float32
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("model.ckpt-7")
+    assert json.loads((tmp_path / "bert_config.json").read_text()) == CONFIG.to_dict()
+
+
+def test_round_trips_are_bit_exact(google_dir, tmp_path):
+    bert = load_bert(google_dir)
+    original = google_weights(bert.pretrainer)
+    for fmt in ("google", "hf"):
+        export_model(bert, tmp_path / fmt, fmt=fmt, step=3)
+        again = google_weights(load_bert(tmp_path / fmt).pretrainer)
+        assert again.keys() == original.keys()
+        for name in original:
+            assert np.array_equal(again[name], original[name]), (fmt, name)
+    # transformers reads the HF export to exactly our numbers (tied decoder included)
+    hf = BertForPreTraining.from_pretrained(tmp_path / "hf")
+    state = hf.state_dict()
+    for name, value in original.items():
+        theirs = state[_hf_key(name)].numpy()
+        assert np.array_equal(theirs.T if name.endswith("kernel") else theirs, value), name
+    assert np.array_equal(state["cls.predictions.decoder.weight"].numpy(),
+                          original["bert/embeddings/word_embeddings"])
+    assert hf.config.hidden_act == "gelu_new"
+
+
+def test_bad_models_give_clear_errors(google_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="model not found"):
+        load_bert(tmp_path / "nowhere")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no model"):
+        load_bert(empty)
+    with pytest.raises(FileNotFoundError, match="model.ckpt-99"):
+        load_bert(google_dir, ckpt_name="model.ckpt-99")
+
+    # a checkpoint that lacks a layer
+    weights = google_weights(load_bert(google_dir).pretrainer)
+    broken = tmp_path / "broken"
+    shutil.copytree(google_dir, broken)
+    for f in broken.glob("bert_model.ckpt*"):
+        f.unlink()
+    del weights["bert/encoder/layer_1/output/dense/kernel"]
+    write_google_checkpoint(weights, broken / "model.ckpt-1")
+    with pytest.raises(ValueError, match="lacks 1 variable.*layer_1/output/dense/kernel"):
+        load_bert(broken)
+
+    # a vocabulary that does not fit the config
+    mismatch = tmp_path / "mismatch"
+    shutil.copytree(google_dir, mismatch)
+    (mismatch / "vocab.txt").write_text("[PAD]\n[UNK]\n")
+    with pytest.raises(ValueError, match="vocab/config mismatch.*2 tokens.*vocab_size=120"):
+        load_bert(mismatch)
+
+    # a config that does not fit the checkpoint
+    wrong = tmp_path / "wrong"
+    shutil.copytree(google_dir, wrong)
+    (wrong / "bert_config.json").write_text(json.dumps(CONFIG.to_dict() | {"intermediate_size": 48}))
+    with pytest.raises(ValueError, match="does not fit the config.*intermediate/dense/kernel"):
+        load_bert(wrong)
+
+    # a corrupt data file
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(google_dir, corrupt)
+    data = next(corrupt.glob("bert_model.ckpt.data-*"))
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    with pytest.raises(ValueError, match="cannot read"):
+        load_bert(corrupt)
+
+
+def test_tuned_dir_like_bert_as_service(google_dir, tmp_path):
+    """Config and vocab from the model dir, weights from tuned_dir/ckpt_name."""
+    bert = load_bert(google_dir)
+    weights = google_weights(bert.pretrainer)
+    weights["bert/pooler/dense/bias"] = weights["bert/pooler/dense/bias"] + 1.0
+    write_google_checkpoint(weights, tmp_path / "model.ckpt-12000", global_step=12000)
+    tuned = load_bert(google_dir, tuned_dir=tmp_path, ckpt_name="model.ckpt-12000")
+    assert tuned.step == 12000
+    np.testing.assert_array_equal(google_weights(tuned.pretrainer)["bert/pooler/dense/bias"],
+                                  weights["bert/pooler/dense/bias"])
+    assert tuned.vocab_path == google_dir / "vocab.txt"
