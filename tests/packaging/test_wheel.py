@@ -46,13 +46,9 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
                              check=True, capture_output=True, text=True).stdout.strip()
     deps = [p for p in site.getsitepackages() if Path(p).is_dir()]
     Path(purelib, "dependencies.pth").write_text("\n".join(deps) + "\n")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile",
-                    "--target", purelib, str(wheel)], check=True, capture_output=True, text=True)
-    # pip --target writes no console script: write the one the wheel declares, as pip would.
-    script = env_dir / "bin" / "danmaku"
-    script.write_text(f"#!{env_dir / 'bin' / 'python'}\n"
-                      "import sys\nfrom danmaku.cli.main import main\nsys.exit(main())\n")
-    script.chmod(0o755)
+    # pip of this environment installs into the new one: the console script is pip's own.
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python"), "install",
+                    "-q", "--no-deps", "--no-compile", str(wheel)], check=True, capture_output=True, text=True)
     return env_dir / "bin"
 
 
