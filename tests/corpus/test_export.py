@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -338,3 +339,24 @@ def test_memory_stays_bounded():
     for start in range(0, 2000, 100):
         vocab_filter.decide_batch([f"word{n}x 草" for n in range(start, start + 100)])
         assert len(vocab_filter._runs) <= 50 + 100
+
+
+def test_a_killed_exports_staging_folder_is_removed_by_the_next_export(sqlite_url, tmp_path):
+    """A kill -9 leaves a hidden staging folder; the next export removes it, never a live one."""
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    root = tmp_path / "corpora"
+    host = socket.gethostname()
+    left_behind = root / f".danmaku-export-{host}-{dead.pid}-{'a' * 12}.partial"
+    being_written = root / f".danmaku-export-{host}-{os.getpid()}-{'b' * 12}.partial"
+    other_host = root / f".danmaku-export-elsewhere-{dead.pid}-{'c' * 12}.partial"
+    for folder in (left_behind, being_written, other_host):
+        folder.mkdir(parents=True)
+        (folder / TRAIN_FILE).write_text("half\n")
+    export_corpus(filled(sqlite_url), VOCAB, root=root)
+    assert not left_behind.exists()
+    assert being_written.exists() and other_host.exists()

@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 from danmaku.cli.main import app
 from danmaku.importers.live_chat import import_live_chat, split_broadcasts
 from danmaku.importers.parsers import parse_video_csv
+from danmaku.importers.run import StrictModeError
 from danmaku.importers.video_csv import import_video_csv
 from danmaku.store.db import make_engine
 from danmaku.store.models import Danmaku, ImportedFile, Reject, Source
-from danmaku.store.runs import StrictModeError
 from danmaku.store.writes import upsert_source
 from tests.conftest import FIXTURES, PYTHONPATH, SHARED_DATA
 

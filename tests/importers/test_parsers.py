@@ -11,6 +11,7 @@ from danmaku.importers.parsers import (
     BadLine,
     china_time_to_unix_ms,
     live_file_date,
+    normalise_file,
     parse_live_chat,
     parse_video_csv,
 )
@@ -133,7 +134,8 @@ def test_csv_parser_never_raises_and_never_loses_a_line(data):
             lines_accounted += item.raw.count(b"\n") + 1
         else:
             lines_accounted += item[1].count("\n") + 1
-    expected = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+    read = normalise_file(data)  # what the parser reads: no BOM, CRLF files as LF
+    expected = read.count(b"\n") + (0 if read.endswith(b"\n") or not read else 1)
     assert lines_accounted == expected
 
 
@@ -141,6 +143,29 @@ def test_nul_becomes_replacement_character():
     """PostgreSQL cannot store NUL; both parsers turn it into U+FFFD (Google deletes both)."""
     assert next(parse_video_csv(b"o\x00k,1.00000,2019-01-01 00:00:00\n"))[1] == "o\ufffdk"
     assert next(parse_live_chat(b"1:2:o\x00k\n")).text == "o\ufffdk"
+
+
+def test_windows_line_ends_and_bom_read_as_the_original():
+    lf = ("草,1.50000,2019-01-01 00:00:00\n两行\n弹幕,2.00000,2019-01-01 00:00:01\n"
+          "a\rb,3.00000,2019-01-01 00:00:02\n")
+    original = list(parse_video_csv(lf.encode()))
+    assert len(original) == 3 and original[2][1] == "a\rb"  # a lone CR in a text is kept
+    windows = "\ufeff" + lf.replace("\n", "\r\n")
+    assert [r[1:] for r in parse_video_csv(windows.encode())] == [r[1:] for r in original]
+    live = "V2\n1583640888830:220989825:第一\nTIME12:16ONLINE1256\n1583640918094:2:a:b\n"
+    live_windows = ("\ufeff" + live.replace("\n", "\r\n")).encode()
+    assert list(parse_live_chat(live_windows)) == list(parse_live_chat(live.encode()))
+    assert not any(isinstance(i, BadLine) for i in parse_live_chat(live_windows))
+
+
+def test_a_danmaku_over_the_cap_is_a_bad_line():
+    long = "长" * 101
+    items = list(parse_video_csv(f"ok,1.0,2019-01-01 00:00:00\n{long},2.0,2019-01-01 00:00:01\n".encode(),
+                                 max_chars=100))
+    assert items[0][1] == "ok"
+    assert isinstance(items[1], BadLine) and items[1].reason == "danmaku longer than 100 characters"
+    live = list(parse_live_chat(f"1:2:ok\n3:4:{long}\n".encode(), max_chars=100))
+    assert live[0].text == "ok" and isinstance(live[1], BadLine) and live[1].line == 2
 
 
 def test_live_lines():

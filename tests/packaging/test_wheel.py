@@ -48,7 +48,8 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     Path(purelib, "dependencies.pth").write_text("\n".join(deps) + "\n")
     # pip of this environment installs into the new one: the console script is pip's own.
     subprocess.run([sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python"), "install",
-                    "-q", "--no-deps", "--no-compile", str(wheel)], check=True, capture_output=True, text=True)
+                    "-q", "--no-deps", "--no-compile", str(wheel)],
+                   check=True, capture_output=True, text=True)
     return env_dir / "bin"
 
 

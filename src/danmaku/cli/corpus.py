@@ -13,8 +13,8 @@ from rich.table import Table
 
 from danmaku.cli.console import console, format_ms, progress_bar
 from danmaku.importers.parsers import BadLine
+from danmaku.importers.run import ImportSummary, StrictModeError
 from danmaku.store.db import make_engine, redact, resolve_url, upgrade_to_head
-from danmaku.store.runs import ImportSummary, StrictModeError
 from danmaku.store.stats import store_stats
 
 DbOption = Annotated[
@@ -23,7 +23,12 @@ DbOption = Annotated[
                          "[env: DANMAKU_DATABASE_URL; default ./danmaku.sqlite]"),
 ]
 StrictOption = Annotated[
-    bool, typer.Option("--strict", help="Stop with an error at the first line that does not parse.")
+    bool, typer.Option("--strict", help="Stop with an error at the first line or file that cannot be "
+                                        "imported (default: record it, go on, list it).")
+]
+MaxCharsOption = Annotated[
+    int | None, typer.Option("--max-chars", min=1, help="Reject danmaku longer than this "
+                                                        "[env: DANMAKU_MAX_DANMAKU_CHARS; default 1,000,000]")
 ]
 
 import_app = typer.Typer(help="Load danmaku data sets into the store (idempotent, resumable).",
@@ -33,12 +38,12 @@ db_app = typer.Typer(help="The store: migrations and figures.", no_args_is_help=
 
 def _summary_table(summary: ImportSummary) -> Table:
     table = Table(title=f"danmaku import {summary.kind}", show_header=True)
-    for column in ("files read", "skipped (already in)", "changed (not re-imported)", "sources new",
-                   "rows", "rejected", "seconds", "rows/s"):
+    for column in ("files read", "skipped (already in)", "changed (not re-imported)", "failed",
+                   "sources new", "rows", "rejected", "seconds", "rows/s"):
         table.add_column(column, justify="right")
     table.add_row(
         str(summary.files_imported), str(summary.files_skipped), str(summary.files_changed),
-        str(summary.sources_created), f"{summary.rows:,}", str(summary.rejected),
+        str(summary.files_failed), str(summary.sources_created), f"{summary.rows:,}", str(summary.rejected),
         f"{summary.seconds:.1f}", f"{summary.rows_per_s:,.0f}",
     )
     return table
@@ -71,11 +76,14 @@ def _run_import(kind: str, fn, files_total: int, strict: bool) -> ImportSummary:
             console.print(f"[red]error:[/] {error} (--strict; nothing of that file was stored)")
             raise typer.Exit(1) from error
     for problem in summary.problems[:20]:
-        console.print(f"[yellow]warning:[/] {problem}")
+        console.print(f"[yellow]warning:[/] {problem}", markup=False, highlight=False)
+    if len(summary.problems) > 20:
+        console.print(f"[yellow]... {len(summary.problems) - 20} more problems: see `danmaku db stats`[/]")
     console.print(_summary_table(summary))
     if summary.rejected:
-        console.print(f"{summary.rejected} line(s) could not be parsed; "
-                      "they are listed with file and line in the store (`danmaku db stats`).")
+        console.print(f"{summary.rejected} line(s) or file(s) could not be imported; "
+                      "they are listed with file and line in the store (`danmaku db stats`); "
+                      "a re-run retries unreadable files.")
     return summary
 
 
@@ -86,6 +94,7 @@ def import_csv(
     strict: StrictOption = False,
     workers: Annotated[int, typer.Option(help="Parser processes (0 = one per core, at most 4).")] = 0,
     batch_rows: Annotated[int, typer.Option(help="Rows per committed transaction.")] = 100_000,
+    max_chars: MaxCharsOption = None,
 ) -> None:
     """Import the public video-danmaku CSV tree (one source per video).
 
@@ -96,12 +105,12 @@ def import_csv(
     if not directory.is_dir():
         raise typer.BadParameter(f"{directory} is not a directory", param_hint="DIRECTORY")
     engine = make_engine(db)
-    total = sum(1 for _ in find_csv_files(directory))
+    total = len(find_csv_files(directory)[0])
     if total == 0:
         console.print(f"[yellow]no {{mid}}/{{aid}}.csv files under {directory}[/]")
     _run_import("csv", lambda **kw: import_video_csv(
-        engine, directory, strict=strict, workers=workers or None, batch_rows=batch_rows, **kw),
-        total, strict)
+        engine, directory, strict=strict, workers=workers or None, batch_rows=batch_rows,
+        max_chars=max_chars, **kw), total, strict)
 
 
 @import_app.command("live")
@@ -111,6 +120,7 @@ def import_live(
     strict: StrictOption = False,
     gap_minutes: Annotated[float, typer.Option(
         "--gap-minutes", help="A silence longer than this starts a new broadcast.")] = 30.0,
+    max_chars: MaxCharsOption = None,
 ) -> None:
     """Import live-chat files, one source per broadcast (cut by silences).
 
@@ -123,9 +133,10 @@ def import_live(
     if gap_minutes <= 0:
         raise typer.BadParameter("must be positive", param_hint="--gap-minutes")
     engine = make_engine(db)
-    total = sum(1 for _ in find_live_files(directory))
+    total = len(find_live_files(directory)[0])
     _run_import("live", lambda **kw: import_live_chat(
-        engine, directory, strict=strict, gap_minutes=gap_minutes, **kw), total, strict)
+        engine, directory, strict=strict, gap_minutes=gap_minutes, max_chars=max_chars, **kw),
+        total, strict)
 
 
 @db_app.command("upgrade")
@@ -202,10 +213,20 @@ def _parse_ids(value: str | None, option: str) -> tuple[int, ...]:
     if not value:
         return ()
     try:
-        return tuple(sorted({int(part) for part in value.split(",") if part.strip()}))
+        ids = tuple(sorted({int(part) for part in value.split(",") if part.strip()}))
     except ValueError as error:
         raise typer.BadParameter("expected comma-separated integers, e.g. 21919321,22625025",
                                  param_hint=option) from error
+    return _checked_ids(ids, option)
+
+
+def _checked_ids(ids: list[int] | tuple[int, ...] | None, option: str) -> tuple[int, ...]:
+    """Sorted unique ids; one that no store column can hold is a usage error, not an overflow."""
+    ids = tuple(sorted(set(ids or ())))
+    out_of_range = [i for i in ids if not 0 <= i < 2**63]
+    if out_of_range:
+        raise typer.BadParameter(f"{out_of_range[0]} is not an id (ids are 0 .. 2^63-1)", param_hint=option)
+    return ids
 
 
 def _pct(part: int, whole: int) -> str:
@@ -285,8 +306,8 @@ def corpus_export(
         raise typer.BadParameter("must be 'video' or 'live'", param_hint="--kind")
     try:
         selection = Selection(
-            kind=KIND_OPTIONS[kind] if kind else None, uploaders=tuple(sorted(set(uploader or ()))),
-            rooms=tuple(sorted(set(room or ()))), since_ms=_parse_time(since, "--since"),
+            kind=KIND_OPTIONS[kind] if kind else None, uploaders=_checked_ids(uploader, "--uploader"),
+            rooms=_checked_ids(room, "--room"), since_ms=_parse_time(since, "--since"),
             until_ms=_parse_time(until, "--until"))
         options = ExportOptions(
             eval_fraction=eval_fraction, eval_rooms=_parse_ids(eval_rooms, "--eval-rooms"),

@@ -6,12 +6,15 @@ module only assembles them, so ``danmaku --help`` lists the whole pipeline.
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from danmaku import __version__
+from danmaku.cli.console import console
 from danmaku.cli.corpus import corpus_app, db_app, import_app
 from danmaku.cli.crawl import crawl_app
 from danmaku.cli.embed import embed_app
@@ -51,13 +54,13 @@ def demo(
 
     Example: danmaku demo --minutes 15 --out demo/run && xdg-open demo/run/report.html
     """
-    from danmaku.cli.console import console
     from danmaku.demo.pipeline import DemoError, DemoSettings, run_demo
 
     if minutes <= 0 or steps < 1 or dupe_factor < 1 or eval_batches < 1:
         raise typer.BadParameter("--minutes, --steps, --dupe-factor and --eval-batches must be positive")
     settings = DemoSettings(data=data, out=out, minutes=minutes, steps=steps, dupe_factor=dupe_factor,
                             eval_batches=eval_batches, fresh=fresh)
+
     def on_stage(title: str, event: str, seconds: float) -> None:
         if event == "start":
             console.rule(f"[bold]{title}")
@@ -80,13 +83,45 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+DEBUG_ENV = "DANMAKU_DEBUG"
+
+
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug",
+                               help=f"Show the traceback of an error [env: {DEBUG_ENV}=1]."),
 ) -> None:
     """Bilibili vtuber danmaku -> corpus -> domain-adapted Chinese BERT -> embeddings."""
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
 
 
 def main() -> None:
-    app()
+    """The console script: any error is one line on stderr and exit code 1 (``--debug``: the traceback).
+
+    Typer re-raises what a command raises; a user's mistake (a missing file, an
+    unreachable store, a damaged checkpoint) must read as a sentence, not as a
+    stack of frames, so the traceback is kept for ``--debug``.
+    """
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        sys.exit(130)
+    except Exception as error:
+        if os.environ.get(DEBUG_ENV) == "1":
+            raise
+        console.print(f"[red]error:[/] {one_line(error)}", highlight=False)
+        console.print("[dim](run with --debug for the traceback)[/]")
+        sys.exit(1)
+
+
+def one_line(error: BaseException) -> str:
+    """The error as one line: its message's first line, or its type when it has none."""
+    text = str(error).strip()
+    if isinstance(error, OSError) and error.filename and error.strerror:
+        text = f"{error.filename}: {error.strerror}"
+    first = text.splitlines()[0] if text else ""
+    return first or type(error).__name__

@@ -44,6 +44,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from danmaku.artifacts import CORPUS_EVAL_FILE, CORPUS_TRAIN_FILE, clean_stale_staging, staging_dir
 from danmaku.corpus import manifest as mf
 from danmaku.corpus.export_reader import (
     WHOLE,
@@ -54,13 +55,14 @@ from danmaku.corpus.export_reader import (
     plan_parts,
     read_chunks,
 )
+from danmaku.processes import die_with_parent
 from danmaku.store.models import LIVE_BROADCAST, VIDEO_PAGE
 from danmaku.text.vocab_filter import NO_TOKENS, REASONS, UNK, VocabFilter
 
 __all__ = ["ExportError", "ExportOptions", "ExportResult", "Selection", "export_corpus", "one_line"]
 
-TRAIN_FILE = "danmaku_text_pure.txt"
-EVAL_FILE = "danmaku_text_pure.eval.txt"
+TRAIN_FILE = CORPUS_TRAIN_FILE
+EVAL_FILE = CORPUS_EVAL_FILE
 KIND_OPTIONS = {"video": VIDEO_PAGE, "live": LIVE_BROADCAST}
 DEFAULT_CHUNK_ROWS = 20_000
 
@@ -438,6 +440,7 @@ _progress: Any = None
 
 def _init_worker(progress: Any) -> None:
     global _progress
+    die_with_parent()
     _progress = progress
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -545,8 +548,8 @@ def export_corpus(
                           "(check --kind/--uploader/--room, or import data first)")
     parent = target.parent if target is not None else Path(root)
     parent.mkdir(parents=True, exist_ok=True)
-    staging = parent / f".danmaku-export-{uuid.uuid4().hex[:12]}.partial"
-    staging.mkdir()
+    clean_stale_staging(parent)
+    staging = staging_dir(parent, "export")
     try:
         if workers > 1:
             counts, outputs = _export_parallel(engine, vocab_path, selection, options, staging,

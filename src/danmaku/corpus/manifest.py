@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from danmaku import __version__
+from danmaku.artifacts import CORPUS_MANIFEST
 
-MANIFEST = "manifest.json"
+MANIFEST = CORPUS_MANIFEST
 FORMAT = "danmaku-corpus/1"
 VERSION_CHARS = 12
 GOOGLE_CHINESE_VOCAB_SHA256 = "d5f3341d882677b716baf3299a36600d5d45fb8f2790fb394c4ef2429161a11c"

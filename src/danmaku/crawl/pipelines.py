@@ -18,7 +18,6 @@ The store is ``DANMAKU_DATABASE_URL`` (setting or environment), else ``./danmaku
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import OrderedDict, defaultdict
@@ -26,15 +25,25 @@ from dataclasses import asdict, dataclass, field
 
 from scrapy import signals
 from scrapy.crawler import Crawler
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from danmaku.crawl.danmaku import Row
 from danmaku.crawl.items import CLOSED, FAILED, FALLBACK, GONE, DanmakuItem, PageItem, ProblemItem
 from danmaku.store.db import make_engine, redact, resolve_url
-from danmaku.store.models import VIDEO_PAGE, Run, Source
-from danmaku.store.runs import now_ms, start_run
-from danmaku.store.writes import add_crawled_danmaku, has_unkeyed_danmaku, source_key_video, upsert_source
+from danmaku.store.models import VIDEO_PAGE, Source
+from danmaku.store.writes import (
+    add_crawled_danmaku,
+    has_unkeyed_danmaku,
+    mark_pages_gone,
+    max_danmaku_chars,
+    nul_free,
+    source_key_video,
+    start_run,
+    too_long,
+    update_run,
+    upsert_source,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +56,9 @@ FLUSH_ATTEMPTS = 3
 
 
 def storable(row: Row) -> Row:
-    """The row as the store can hold it: PostgreSQL text cannot contain NUL.
-
-    NUL becomes U+FFFD; both are deleted by BERT's text cleaning, so the corpus
-    is the same either way.
-    """
-    if "\x00" in row[4]:
-        return (*row[:4], row[4].replace("\x00", "\ufffd"), *row[5:])
-    return row
+    """The row as the store holds it (``danmaku.store.writes.nul_free``)."""
+    text = nul_free(row[4])
+    return row if text is row[4] else (*row[:4], text, *row[5:])
 
 
 @dataclass
@@ -76,18 +80,19 @@ class CrawlSummary:
     closed: int = 0
     fallbacks: int = 0
     failed: int = 0
+    rejected_long: int = 0
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
 
-    def as_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False)
+    def as_stats(self) -> dict:
+        return asdict(self)
 
     def line(self) -> str:
         return (f"{self.videos} videos, {self.pages} pages, {self.segments} segments, "
                 f"{self.xml_lists} XML lists; danmaku {self.danmaku_new} new, "
                 f"{self.danmaku_filled} filled into CSV rows, {self.danmaku_known} known; "
                 f"gone {self.gone}, closed {self.closed}, fallbacks {self.fallbacks}, "
-                f"failed {self.failed}")
+                f"failed {self.failed}, too long {self.rejected_long}")
 
 
 STATUS_BY_REASON = {"finished": "done", "shutdown": "interrupted"}
@@ -112,6 +117,7 @@ class StorePipeline:
         self._unkeyed: dict[int, bool] = {}
         self._failed_flushes = 0
         self._started = time.monotonic()
+        self.max_chars = max_danmaku_chars()
         self._last_flush = self._last_log = time.monotonic()
 
     @classmethod
@@ -175,8 +181,11 @@ class StorePipeline:
 
     def _add_danmaku(self, item: DanmakuItem) -> None:
         source_id = self._source_id(item)
-        self._buffer[source_id].extend(map(storable, item.rows))
-        self._buffered += len(item.rows)
+        rows = [storable(row) for row in item.rows if len(row[4]) <= self.max_chars]
+        if len(rows) < len(item.rows):
+            self._reject_long(item, len(item.rows) - len(rows))
+        self._buffer[source_id].extend(rows)
+        self._buffered += len(rows)
         if item.via == "segment":
             self._pending.segments += 1
         elif item.via == "xml":
@@ -186,6 +195,13 @@ class StorePipeline:
         now = time.monotonic()
         if self._buffered >= self.batch_rows or now - self._last_flush >= self.flush_seconds:
             self.flush()
+
+    def _reject_long(self, item: DanmakuItem, count: int) -> None:
+        reason = too_long("x" * (self.max_chars + 1), self.max_chars)
+        self.summary.rejected_long += count
+        if len(self.summary.problems) < PROBLEMS_KEPT:
+            self.summary.problems.append(f"rejected: av{item.aid} p{item.page}: {count} {reason}")
+        logger.warning("av%s p%s: %d %s, not stored", item.aid, item.page, count, reason)
 
     def _record_problem(self, item: ProblemItem) -> None:
         counter = {GONE: "gone", CLOSED: "closed", FALLBACK: "fallbacks", FAILED: "failed"}
@@ -198,11 +214,8 @@ class StorePipeline:
         log = logger.info if item.kind in (GONE, CLOSED) else logger.warning
         log("%s: %s: %s", item.kind, where, item.reason)
         if item.kind == GONE and item.aid is not None:
-            condition = [Source.aid == item.aid, Source.kind == VIDEO_PAGE, Source.status.is_(None)]
-            if item.cid is not None:
-                condition.append(Source.cid == item.cid)
             with self.engine.begin() as conn:
-                conn.execute(update(Source).where(*condition).values(status="gone"))
+                mark_pages_gone(conn, item.aid, item.cid)
 
     # -- sources ---------------------------------------------------------------------------
 
@@ -287,24 +300,19 @@ class StorePipeline:
                 after.danmaku_new += new
                 after.danmaku_filled += filled
                 after.danmaku_known += known
-            conn.execute(update(Run).where(Run.id == self.run_id).values(
-                self._run_values(after, "running")))
+            update_run(conn, self.run_id, **self._run_values(after, "running"))
         return after
 
     def _run_values(self, summary: CrawlSummary, status: str, finished: bool = False) -> dict:
         summary.seconds = round(time.monotonic() - self._started, 3)
-        values = {"files": summary.segments + summary.xml_lists + summary.history_days,
-                  "sources": summary.pages_new,
-                  "rows": summary.danmaku_new + summary.danmaku_filled,
-                  "rejected": summary.failed, "skipped": summary.danmaku_known,
-                  "status": status, "stats_json": summary.as_json()}
-        if finished:
-            values["finished_at_ms"] = now_ms()
-        return values
+        return {"files": summary.segments + summary.xml_lists + summary.history_days,
+                "sources": summary.pages_new,
+                "rows": summary.danmaku_new + summary.danmaku_filled,
+                "rejected": summary.failed + summary.rejected_long, "skipped": summary.danmaku_known,
+                "status": status, "stats": summary.as_stats(), "finished": finished}
 
     def _write_run(self, *, status: str, finished: bool) -> None:
         if self.engine is None or self.run_id is None:
             return
         with self.engine.begin() as conn:
-            conn.execute(update(Run).where(Run.id == self.run_id).values(
-                self._run_values(self.summary, status, finished)))
+            update_run(conn, self.run_id, **self._run_values(self.summary, status, finished))

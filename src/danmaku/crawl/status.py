@@ -18,7 +18,7 @@ from danmaku.store.models import VIDEO_PAGE, Danmaku, Run, Source
 RUN_KIND = "crawl"
 COUNTERS = ("videos", "pages", "pages_new", "pages_merged", "segments", "xml_lists",
             "history_days", "danmaku_new", "danmaku_filled", "danmaku_known", "gone", "closed",
-            "fallbacks", "failed")
+            "fallbacks", "failed", "rejected_long")
 
 
 def crawl_status(engine: Engine, *, last: int = 10, problems: int = 10) -> dict[str, Any]:

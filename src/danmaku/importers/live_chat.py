@@ -9,54 +9,65 @@ before, or an earlier import) extend that source rather than start a new one.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 
 from danmaku.importers.parsers import BadLine, LiveDanmaku, live_file_date, parse_live_chat
-from danmaku.store.models import LIVE_BROADCAST, Source
-from danmaku.store.runs import (
+from danmaku.importers.run import (
     ImportSummary,
     StrictModeError,
-    finish_run,
-    imported_files,
-    record_file,
-    record_rejects,
+    file_problem,
+    import_run,
+    list_folder,
+    read_file,
     sha1_of,
-    start_run,
 )
-from danmaku.store.writes import insert_danmaku, source_key_live, upsert_source
+from danmaku.store.models import LIVE_BROADCAST
+from danmaku.store.writes import (
+    continued_broadcast,
+    extend_broadcast,
+    imported_files,
+    insert_danmaku,
+    max_danmaku_chars,
+    record_files,
+    record_rejects,
+    source_key_live,
+    upsert_source,
+)
 
 KIND = "live_chat"
 DEFAULT_GAP_MINUTES = 30.0
 COLUMNS = ("source_id", "sent_at_ms", "sender", "text")
 
 
-@dataclass
-class _Broadcast:
-    id: int
-    start: int
-    end: int
-
-
-def find_live_files(root: Path) -> Iterator[tuple[str, int, Path]]:
-    """(name, room_id, path) of every ``{room}/{Y-M-D}.txt`` below root, rooms and days in order.
+def find_live_files(root: Path) -> tuple[list[tuple[str, int, Path]], list[tuple[str, str]]]:
+    """((name, room_id, path) of every ``{room}/{Y-M-D}.txt`` below root, rooms and days in
+    order; (folder, reason) of every room folder that cannot be listed).
 
     ``root`` may be the tree or a single room's folder.
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a directory")
-    rooms = [root] if root.name.isdigit() and any(
-        live_file_date(p.name) for p in root.iterdir()) else sorted(
-        (p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    top, problem = list_folder(root)
+    if problem:
+        raise PermissionError(f"{root} cannot be listed: {problem}")
+    if root.name.isdigit() and any(live_file_date(p.name) for p in top):
+        rooms = [root]
+    else:
+        rooms = sorted((p for p in top if p.name.isdigit() and p.is_dir()), key=lambda p: int(p.name))
+    files: list[tuple[str, int, Path]] = []
+    problems: list[tuple[str, str]] = []
     for room in rooms:
-        days = sorted((live_file_date(p.name), p) for p in room.iterdir() if live_file_date(p.name))
-        for _, path in days:
-            yield f"{room.name}/{path.name}", int(room.name), path
+        entries, problem = list_folder(room)
+        if problem:
+            problems.append((f"{room.name}/", problem))
+        days = sorted((live_file_date(p.name), p) for p in entries if live_file_date(p.name))
+        files.extend((f"{room.name}/{path.name}", int(room.name), path) for _, path in days)
+    return files, problems
 
 
 def import_live_chat(
@@ -65,34 +76,41 @@ def import_live_chat(
     *,
     gap_minutes: float = DEFAULT_GAP_MINUTES,
     strict: bool = False,
+    max_chars: int | None = None,
     on_file: Callable[[str, int], None] | None = None,
     on_bad: Callable[[str, BadLine], None] | None = None,
 ) -> ImportSummary:
-    """Import every live-chat file below ``root``; safe to re-run and to kill."""
-    started = time.perf_counter()
+    """Import every live-chat file below ``root``; safe to re-run, to kill and to run twice at once.
+
+    Unreadable entries and folders are rejects of line 0, counted in
+    ``files_failed``; the import goes on (``strict``: it stops).
+    """
     gap_ms = int(gap_minutes * 60_000)
-    summary = ImportSummary(kind=KIND, target=str(root))
-    files = list(find_live_files(root))
-    done = imported_files(engine, KIND)
-    run_id = start_run(engine, KIND, str(root))
-    status = "failed"
-    try:
+    limit = max_chars or max_danmaku_chars()
+    files, folder_problems = find_live_files(root)
+    with import_run(engine, KIND, str(root)) as (summary, run_id):
+        problems = [(folder, reason, f"{folder}: {reason}; its files were not imported")
+                    for folder, reason in folder_problems]
+        done = imported_files(engine, KIND)
         for name, room_id, path in files:
             summary.files_seen += 1
-            data = path.read_bytes()
+            data, reason = read_file(path)
+            if data is None:
+                problems.append((name, reason, f"{name}: {reason}; not imported"))
+                continue
             sha1 = sha1_of(data)
             if name in done:
                 if done[name] == sha1:
                     summary.files_skipped += 1
                 else:
                     summary.files_changed += 1
-                    summary.problems.append(f"{name}: changed since it was imported; not re-imported")
+                    summary.problem(f"{name}: changed since it was imported; not re-imported")
                 if on_file:
                     on_file(name, 0)
                 continue
             danmaku: list[LiveDanmaku] = []
             bad: list[BadLine] = []
-            for item in parse_live_chat(data):
+            for item in parse_live_chat(data, max_chars=limit):
                 if isinstance(item, LiveDanmaku):
                     danmaku.append(item)
                 elif strict:
@@ -101,24 +119,34 @@ def import_live_chat(
                     bad.append(item)
                     if on_bad:
                         on_bad(name, item)
-            with engine.begin() as conn:
-                created = _store_file(conn, room_id, name, danmaku, gap_ms)
-                record_rejects(conn, run_id, name, bad)
-                record_file(conn, kind=KIND, name=name, size=len(data), sha1=sha1,
-                            rows=len(danmaku), rejected=len(bad), run_id=run_id)
+            try:
+                with engine.begin() as conn:
+                    created = _store_file(conn, room_id, name, danmaku, gap_ms)
+                    record_rejects(conn, run_id, name, bad)
+                    record_files(conn, [{"kind": KIND, "name": name, "size": len(data), "sha1": sha1,
+                                         "rows": len(danmaku), "rejected": len(bad), "run_id": run_id}])
+            except IntegrityError:
+                # Another import of the same tree committed this file first (its
+                # marker's unique key refused ours); everything here rolled back.
+                summary.files_skipped += 1
+                if on_file:
+                    on_file(name, 0)
+                continue
             summary.files_imported += 1
             summary.sources_created += created
             summary.rows += len(danmaku)
             summary.rejected += len(bad)
             if on_file:
                 on_file(name, len(danmaku))
-        status = "done"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    finally:
-        summary.seconds = time.perf_counter() - started
-        finish_run(engine, run_id, summary, status)
+        if problems:
+            if strict:
+                raise StrictModeError(problems[0][2])
+            with engine.begin() as conn:
+                for name, reason, text in problems:
+                    record_rejects(conn, run_id, name, [file_problem(reason, name)])
+                    summary.files_failed += 1
+                    summary.rejected += 1
+                    summary.problem(text)
     return summary
 
 
@@ -143,7 +171,7 @@ def _store_file(conn: Connection, room_id: int, name: str, danmaku: list[LiveDan
     for begin, end in split_broadcasts([d.sent_at_ms for d in ordered], gap_ms):
         part = ordered[begin:end]
         first, last = part[0].sent_at_ms, part[-1].sent_at_ms
-        broadcast = _stored_broadcast(conn, room_id, first, last, gap_ms)
+        broadcast = continued_broadcast(conn, room_id, first, last, gap_ms)
         if broadcast is None:
             source_id, is_new = upsert_source(
                 conn, source_key_live(room_id, first), LIVE_BROADCAST, f"live:{name}",
@@ -151,20 +179,7 @@ def _store_file(conn: Connection, room_id: int, name: str, danmaku: list[LiveDan
             )
             created += int(is_new)
         else:
-            source_id = broadcast.id
-            conn.execute(update(Source).where(Source.id == source_id).values(
-                started_at_ms=min(broadcast.start, first), ended_at_ms=max(broadcast.end, last)))
+            source_id = broadcast[0]
+            extend_broadcast(conn, source_id, first, last)
         insert_danmaku(conn, COLUMNS, [(source_id, d.sent_at_ms, d.sender, d.text) for d in part])
     return created
-
-
-def _stored_broadcast(conn: Connection, room_id: int, first: int, last: int,
-                      gap_ms: int) -> _Broadcast | None:
-    """The stored broadcast of this room that [first, last] continues, if any."""
-    row = conn.execute(
-        select(Source.id, Source.started_at_ms, Source.ended_at_ms)
-        .where(Source.kind == LIVE_BROADCAST, Source.room_id == room_id,
-               Source.ended_at_ms >= first - gap_ms, Source.started_at_ms <= last + gap_ms)
-        .order_by(Source.started_at_ms).limit(1)
-    ).first()
-    return _Broadcast(*row) if row else None

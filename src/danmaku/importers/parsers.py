@@ -4,6 +4,11 @@ Both take the raw bytes of one file and yield parsed records or ``BadLine``
 objects; they never raise on dirty input, so an importer can count and report
 what it could not read (file and line number) and go on. Formats:
 ``../shared/docs/data-formats.md`` §1 (video CSV) and §2 (live chat).
+
+Files saved on Windows read the same as the originals: a leading UTF-8 BOM is
+dropped, and a file whose every line ends in CRLF is read as if it ended in
+LF (a lone CR inside a text -- the data set has some -- is kept). A danmaku
+longer than the store's cap is a bad line (``danmaku.store.writes``).
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
+
+from danmaku.store.writes import DEFAULT_MAX_DANMAKU_CHARS, nul_free_bytes, too_long
 
 CHINA_UTC_OFFSET_MS = 8 * 3600 * 1000
 # A text with newlines spans several physical lines. Advanced (BAS/code) danmaku
@@ -80,14 +87,24 @@ def seconds_to_ms(text: str) -> int:
     return round(float(text) * 1000)
 
 
-def _decode_lines(data: bytes) -> list[str | bytes]:
-    """Physical lines, split at ``\\n`` only; lines that are not UTF-8 stay bytes.
+_BOM = b"\xef\xbb\xbf"
 
-    NUL becomes U+FFFD: PostgreSQL cannot store NUL in text, and both SQL
-    backends must hold the same texts. Google's tokenizer deletes both alike.
-    """
-    if b"\x00" in data:
-        data = data.replace(b"\x00", "\ufffd".encode())
+
+def normalise_file(data: bytes) -> bytes:
+    """The file as the parsers read it: no BOM, LF line ends if every line ended in CRLF, no NUL."""
+    if data.startswith(_BOM):
+        data = data[len(_BOM):]
+    if b"\r\n" in data:
+        crlf = data.count(b"\r\n")
+        lines = data.count(b"\n")
+        if crlf == lines:
+            data = data.replace(b"\r\n", b"\n")
+    return nul_free_bytes(data)
+
+
+def _decode_lines(data: bytes) -> list[str | bytes]:
+    """Physical lines, split at ``\\n`` only; lines that are not UTF-8 stay bytes."""
+    data = normalise_file(data)
     try:
         lines: list[str | bytes] = list(data.decode("utf-8").split("\n"))
     except UnicodeDecodeError:
@@ -113,7 +130,8 @@ def _tail_fields(line: str) -> tuple[str, int, int] | None:
     return text, seconds_to_ms(seconds), china_time_to_unix_ms(stamp)
 
 
-def parse_video_csv(data: bytes) -> Iterator[VideoRecord | BadLine]:
+def parse_video_csv(data: bytes, max_chars: int = DEFAULT_MAX_DANMAKU_CHARS
+                    ) -> Iterator[VideoRecord | BadLine]:
     """Records of one ``{aid}.csv`` file: ``text,video_seconds,YYYY-MM-DD HH:MM:SS``.
 
     Yields ``(line, text, position_ms, sent_at_ms)`` tuples (plain tuples: this
@@ -159,6 +177,9 @@ def parse_video_csv(data: bytes) -> Iterator[VideoRecord | BadLine]:
             raw = text.encode() + line[len(fields[0]):].encode()
             yield BadLine(first_line, "video time out of range", raw)
             continue
+        if len(text) > max_chars:
+            yield BadLine(first_line, too_long(text, max_chars), text[:200].encode())
+            continue
         yield (first_line, text, position, sent_at)
     if pending:
         yield BadLine(first_line, "record not terminated by ',seconds,datetime' (truncated?)",
@@ -173,14 +194,14 @@ def _as_bytes(raw: str | bytes) -> bytes:
     return raw if isinstance(raw, bytes) else raw.encode()
 
 
-def parse_live_chat(data: bytes) -> Iterator[LiveDanmaku | BadLine]:
+def parse_live_chat(data: bytes, max_chars: int = DEFAULT_MAX_DANMAKU_CHARS
+                    ) -> Iterator[LiveDanmaku | BadLine]:
     """Danmaku of one ``{room}/{Y-M-D}.txt`` file; markers and heartbeats skipped.
 
     ``{unix_ms}:{uid}:{text}`` splits at the first two colons only; the text may
     contain colons and end in spaces, and is kept exactly.
     """
-    if b"\x00" in data:
-        data = data.replace(b"\x00", "\ufffd".encode())  # see _decode_lines
+    data = normalise_file(data)
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
@@ -192,6 +213,9 @@ def parse_live_chat(data: bytes) -> Iterator[LiveDanmaku | BadLine]:
                 text = raw_text.decode("utf-8")
             except UnicodeDecodeError as error:
                 yield BadLine(index, f"invalid UTF-8 at byte {error.start}", line)
+                continue
+            if len(text) > max_chars:
+                yield BadLine(index, too_long(text, max_chars), line[:200])
                 continue
             yield LiveDanmaku(index, int(match.group(1)), match.group(2).decode(), text)
         elif line in (b"V2", b"") or line.startswith(b"SPEAKERNUM") or _LIVE_HEARTBEAT.match(line):

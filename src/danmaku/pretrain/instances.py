@@ -50,12 +50,14 @@ from pathlib import Path
 
 import numpy as np
 
+from danmaku.artifacts import CORPUS_EVAL_FILE, CORPUS_TRAIN_FILE, INSTANCES_MANIFEST
+from danmaku.processes import die_with_parent
 from danmaku.text.tokenizer import BertTokenizer
 
 FORMAT = "danmaku-pretrain-instances/1"
-MANIFEST = "instances.json"
-TRAIN_FILE = "danmaku_text_pure.txt"
-EVAL_FILE = "danmaku_text_pure.eval.txt"
+MANIFEST = INSTANCES_MANIFEST
+TRAIN_FILE = CORPUS_TRAIN_FILE
+EVAL_FILE = CORPUS_EVAL_FILE
 FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
             "masked_lm_weights", "next_sentence_labels")
 _BATCH = 2048  # instances masked and serialised per numpy pass
@@ -749,7 +751,8 @@ def _prepare_sharded(path: Path, split: str, split_index: int, out_dir: Path, op
     workers = workers or os.cpu_count() or 1
     total = ShardStats(file=f"{split}-*.tfrecord")
     done = 0
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                             initializer=die_with_parent) as pool:
         pending: set[Future[ShardStats]] = set()
 
         def collect() -> None:

@@ -45,8 +45,15 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+class StoreUnavailable(RuntimeError):
+    """The store cannot be opened (unreachable server, bad credentials, unwritable file)."""
+
+
 def make_engine(db: str | None = None, *, upgrade: bool = True) -> Engine:
-    """Open the store (creating and migrating it when needed)."""
+    """Open the store (creating and migrating it when needed).
+
+    ``StoreUnavailable`` says which store (password hidden) and why, in one line.
+    """
     url = resolve_url(db)
     if url.startswith("sqlite"):
         path = make_url(url).database
@@ -57,7 +64,14 @@ def make_engine(db: str | None = None, *, upgrade: bool = True) -> Engine:
     else:
         engine = create_engine(url, pool_pre_ping=True)
     if upgrade:
-        upgrade_to_head(engine)
+        from sqlalchemy.exc import DBAPIError, OperationalError
+
+        try:
+            upgrade_to_head(engine)
+        except (OperationalError, DBAPIError) as error:
+            engine.dispose()
+            reason = str(getattr(error, "orig", error)).strip().splitlines()[0]
+            raise StoreUnavailable(f"cannot open the store {redact(url)}: {reason}") from None
     return engine
 
 

@@ -1,20 +1,184 @@
-"""Writes to the store that importers and the crawler share.
+"""Every write to the store: sources, danmaku, runs, file markers and rejects.
 
-Every writer goes through these two functions, so a video page reached from the
-CSV data set and from the crawler ends up as one source, and a danmaku that is
-already there (same source and dmid) is never added twice.
+Importers, the crawler and the live recorder all go through these functions,
+so a video page reached from the CSV data set and from the crawler ends up as
+one source, a danmaku that is already there (same source and dmid) is never
+added twice, and the rules on what the store holds are written once:
+
+* NUL becomes U+FFFD (``nul_free``): PostgreSQL cannot store NUL in text, both
+  backends must hold the same texts, and Google's tokenizer deletes both alike;
+* no danmaku longer than ``max_danmaku_chars()`` characters (default
+  1,000,000; ``DANMAKU_MAX_DANMAKU_CHARS`` changes it): a 50 MB "danmaku"
+  would become one corpus line that pretraining chokes on (118 s, 10.6 GB
+  peak for one 17 M-character line). Measured on the shared sample, real ones
+  are not all short: advanced (BAS code) danmaku reach 18,756, 31,974 and
+  292,684 characters, so a 10,000 cap would drop real data. Writers reject
+  and count longer ones (``too_long``) before they get here;
+* a run row per import or crawl, with the process that runs it, so a run whose
+  process was killed is marked ``interrupted`` by the next one instead of
+  staying ``running`` for ever.
 """
 
 from __future__ import annotations
 
 import collections
+import json
+import os
+import socket
+import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from danmaku.store.models import Danmaku, Source
+from danmaku.store.models import LIVE_BROADCAST, VIDEO_PAGE, Danmaku, ImportedFile, Reject, Run, Source
+
+DEFAULT_MAX_DANMAKU_CHARS = 1_000_000
+MAX_CHARS_ENV = "DANMAKU_MAX_DANMAKU_CHARS"
+REJECT_RAW_LIMIT = 500
+REJECT_REASON_LIMIT = 120
+
+
+# -- what the store holds ----------------------------------------------------------------
+
+
+def max_danmaku_chars() -> int:
+    """The longest danmaku the store takes (``DANMAKU_MAX_DANMAKU_CHARS``, default 1,000,000)."""
+    raw = os.environ.get(MAX_CHARS_ENV)
+    if not raw:
+        return DEFAULT_MAX_DANMAKU_CHARS
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{MAX_CHARS_ENV} must be a whole number of characters, got {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"{MAX_CHARS_ENV} must be positive, got {value}")
+    return value
+
+
+def too_long(text: str, limit: int) -> str | None:
+    """The reject reason when ``text`` is over the cap, else None."""
+    return f"danmaku longer than {limit:,} characters" if len(text) > limit else None
+
+
+def nul_free(text: str) -> str:
+    """The text as the store holds it: NUL becomes U+FFFD."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+def nul_free_bytes(data: bytes) -> bytes:
+    """``nul_free`` on UTF-8 bytes (parsers work on whole files of bytes)."""
+    return data.replace(b"\x00", "\ufffd".encode()) if b"\x00" in data else data
+
+
+def _dialect_insert(conn: Connection, table):
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    if conn.dialect.name == "sqlite":
+        return sqlite.insert(table)
+    raise RuntimeError(f"unsupported database: {conn.dialect.name}")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# -- runs, file markers, rejects ------------------------------------------------------------
+
+
+def _owner() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def mark_stale_runs(conn: Connection) -> int:
+    """Mark ``interrupted`` the running runs of this host whose process is gone; returns how many.
+
+    A run started on another host cannot be checked from here and is left alone.
+    """
+    host = socket.gethostname()
+    stale = []
+    for run_id, stats in conn.execute(select(Run.id, Run.stats_json).where(Run.status == "running")):
+        try:
+            owner = json.loads(stats or "{}").get("owner") or {}
+        except (ValueError, AttributeError):
+            continue
+        if owner.get("host") == host and isinstance(owner.get("pid"), int) and not _alive(owner["pid"]):
+            stale.append(run_id)
+    if stale:
+        conn.execute(update(Run).where(Run.id.in_(stale)).values(status="interrupted"))
+    return len(stale)
+
+
+def start_run(engine: Engine, kind: str, target: str) -> int:
+    """A new run row (status ``running``, owned by this process); stale runs are closed first."""
+    with engine.begin() as conn:
+        mark_stale_runs(conn)
+        return conn.execute(
+            insert(Run).values(
+                kind=kind, target=target, started_at_ms=now_ms(), files=0, sources=0,
+                rows=0, rejected=0, skipped=0, status="running",
+                stats_json=json.dumps({"owner": _owner()}),
+            ).returning(Run.id)
+        ).scalar_one()
+
+
+def update_run(conn: Connection, run_id: int, *, status: str, files: int, sources: int, rows: int,
+               rejected: int, skipped: int, stats: Mapping[str, Any], finished: bool = False) -> None:
+    """The run's counts as they stand (``finished`` also stamps its end)."""
+    values: dict[str, Any] = {
+        "files": files, "sources": sources, "rows": rows, "rejected": rejected, "skipped": skipped,
+        "status": status,
+        "stats_json": json.dumps({**stats, "owner": _owner()} if status == "running" else dict(stats),
+                                 ensure_ascii=False),
+    }
+    if finished:
+        values["finished_at_ms"] = now_ms()
+    conn.execute(update(Run).where(Run.id == run_id).values(values))
+
+
+def imported_files(engine: Engine | Connection, kind: str) -> dict[str, str]:
+    """name -> sha1 of every file of this kind whose rows are committed."""
+    query = select(ImportedFile.name, ImportedFile.sha1).where(ImportedFile.kind == kind)
+    if isinstance(engine, Connection):
+        return dict(engine.execute(query).all())
+    with engine.connect() as conn:
+        return dict(conn.execute(query).all())
+
+
+def record_files(conn: Connection, markers: list[dict]) -> None:
+    """Mark files as committed (in the transaction that holds their rows)."""
+    if markers:
+        conn.execute(insert(ImportedFile), markers)
+
+
+class RejectedLine(Protocol):
+    line: int
+    reason: str
+    raw: bytes
+
+
+def record_rejects(conn: Connection, run_id: int, file: str, bad: Sequence[RejectedLine]) -> None:
+    """Rejected lines of one file, with line, reason and raw bytes (line 0: the whole file)."""
+    if bad:
+        conn.execute(insert(Reject), [
+            {"run_id": run_id, "file": file, "line": b.line, "reason": b.reason[:REJECT_REASON_LIMIT],
+             "raw": b.raw[:REJECT_RAW_LIMIT].decode("utf-8", "replace")}
+            for b in bad
+        ])
+
+
+# -- sources -------------------------------------------------------------------------------
 
 SOURCE_FILLABLE = (
     "aid", "bvid", "cid", "page", "room_id", "uploader_mid", "title", "duration_s",
@@ -36,6 +200,35 @@ def source_key_video(aid: int, page: int) -> str:
 
 def source_key_live(room_id: int, first_ms: int) -> str:
     return f"live:{room_id}:{first_ms}"
+
+
+def mark_pages_gone(conn: Connection, aid: int, cid: int | None = None) -> None:
+    """A deleted or hidden video (or one page of it): its sources get ``status = 'gone'``."""
+    condition = [Source.aid == aid, Source.kind == VIDEO_PAGE, Source.status.is_(None)]
+    if cid is not None:
+        condition.append(Source.cid == cid)
+    conn.execute(update(Source).where(*condition).values(status="gone"))
+
+
+def continued_broadcast(conn: Connection, room_id: int, first_ms: int, last_ms: int,
+                        gap_ms: int) -> tuple[int, int, int] | None:
+    """(id, started, ended) of the stored broadcast of this room that [first, last] continues."""
+    row = conn.execute(
+        select(Source.id, Source.started_at_ms, Source.ended_at_ms)
+        .where(Source.kind == LIVE_BROADCAST, Source.room_id == room_id,
+               Source.ended_at_ms >= first_ms - gap_ms, Source.started_at_ms <= last_ms + gap_ms)
+        .order_by(Source.started_at_ms).limit(1)
+    ).first()
+    return (row[0], row[1], row[2]) if row else None
+
+
+def extend_broadcast(conn: Connection, source_id: int, first_ms: int, last_ms: int) -> None:
+    """Widen a broadcast's time span to cover [first, last]."""
+    conn.execute(update(Source).where(Source.id == source_id).values(
+        started_at_ms=func.min(Source.started_at_ms, first_ms) if conn.dialect.name == "sqlite"
+        else func.least(Source.started_at_ms, first_ms),
+        ended_at_ms=func.max(Source.ended_at_ms, last_ms) if conn.dialect.name == "sqlite"
+        else func.greatest(Source.ended_at_ms, last_ms)))
 
 
 def upsert_source(conn: Connection, key: str, kind: str, origin: str,
