@@ -79,7 +79,7 @@ def stage_export(db: str, out: str, workers: int) -> dict:
 
 
 def stage_reference(db: str, n: int) -> dict:
-    from danmaku.corpus.export import one_line
+    from danmaku.corpus.lines import one_line
     from tests.support.google_reference import full_tokenizer
 
     texts = _slice(db, n)
@@ -94,7 +94,7 @@ def stage_reference(db: str, n: int) -> dict:
 
 
 def stage_filter(db: str, n: int) -> dict:
-    from danmaku.corpus.export import one_line_batch
+    from danmaku.corpus.lines import one_line_batch
     from danmaku.text.vocab_filter import KEEP, VocabFilter
 
     texts = _slice(db, n)

@@ -12,18 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
+from danmaku.artifacts import CORPUS_EVAL_FILE as EVAL_FILE
+from danmaku.artifacts import CORPUS_TRAIN_FILE as TRAIN_FILE
 from danmaku.corpus import manifest as mf
-from danmaku.corpus.export import (
-    EVAL_FILE,
-    TRAIN_FILE,
-    ExportError,
-    ExportOptions,
-    Selection,
-    eval_hash,
-    export_corpus,
-    one_line,
-    one_line_batch,
-)
+from danmaku.corpus.export import ExportError, ExportOptions, Selection, export_corpus
+from danmaku.corpus.lines import one_line, one_line_batch
+from danmaku.corpus.options import eval_hash
 from danmaku.importers.live_chat import import_live_chat
 from danmaku.importers.video_csv import import_video_csv
 from danmaku.store.db import make_engine

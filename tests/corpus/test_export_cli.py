@@ -7,8 +7,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from danmaku.artifacts import CORPUS_TRAIN_FILE as TRAIN_FILE
 from danmaku.cli.main import app
-from danmaku.corpus.export import TRAIN_FILE
 from danmaku.importers.live_chat import import_live_chat
 from danmaku.importers.video_csv import import_video_csv
 from danmaku.store.db import make_engine

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from danmaku.corpus.export import one_line
+from danmaku.corpus.lines import one_line
 from danmaku.importers.parsers import LiveDanmaku, parse_live_chat, parse_video_csv
 from danmaku.text.vocab_filter import KEEP, NO_TOKENS, UNK, VocabFilter
 from tests.conftest import SHARED_DATA

@@ -1,0 +1,2 @@
+"""``danmaku demo``: the whole study on the shared sample (``pipeline``) and its report
+(``report``)."""

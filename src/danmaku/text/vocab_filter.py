@@ -34,7 +34,7 @@ batch joined by newlines, which are whitespace to Google) and the worst class
 per text one ``maximum.reduceat``. Measured on the 2.8 M danmaku (CPU seconds,
 same process): a regex per text 1.55, one regex pass over the joined batch 2.0
 (sre pays per position), this 0.9. A cache of whole-text decisions did not pay
-(see ``corpus/export.py``).
+(see ``danmaku/corpus/documents.py``).
 """
 
 from __future__ import annotations
