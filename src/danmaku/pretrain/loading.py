@@ -20,7 +20,6 @@ agree) is a ``ValueError``/``FileNotFoundError`` whose message names the problem
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -200,13 +199,6 @@ def run_checkpoint(run_dir: Path, ckpt_name: str | None = None) -> Path:
     if latest is None:
         raise FileNotFoundError(f"run {run_dir} has no checkpoint yet (nothing in {ckpt_dir})")
     return Path(latest)
-
-
-def read_run_manifest(run_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((run_dir / RUN_MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{run_dir / RUN_MANIFEST} is unreadable: {err}") from err
 
 
 def _load_run(model_dir: Path, run_dir: Path, ckpt_name: str | None, *, dtype: Any) -> LoadedBert:

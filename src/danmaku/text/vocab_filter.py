@@ -54,7 +54,6 @@ from danmaku.text.tokenizer import (
     BertTokenizer,
     google_clean,
     is_chinese_char,
-    load_vocab,
 )
 
 KEEP = 0
@@ -290,8 +289,3 @@ class VocabFilter:
             lo, hi = np.searchsorted(run_starts, [starts[i], starts[i] + spans[i]]).tolist()
             if _RUN_TOKENS not in verdicts[lo:hi]:
                 out[i] = NO_TOKENS
-
-
-def vocab_tokens(vocab_path: str | Path) -> list[str]:
-    """The vocab as Google reads it (for hashing and counting)."""
-    return load_vocab(vocab_path)
