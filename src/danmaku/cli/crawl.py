@@ -15,6 +15,7 @@ import typer
 from rich.table import Table
 
 from danmaku.cli.console import console, format_ms
+from danmaku.cli.options import DbOption
 from danmaku.store.db import make_engine, redact, resolve_url
 
 crawl_app = typer.Typer(
@@ -23,11 +24,6 @@ crawl_app = typer.Typer(
     no_args_is_help=True,
 )
 
-DbOption = Annotated[
-    str | None,
-    typer.Option("--db", help="Store URL or SQLite file path [env: DANMAKU_DATABASE_URL; "
-                              "default ./danmaku.sqlite]"),
-]
 
 SettingOption = Annotated[
     list[str] | None,

@@ -15,9 +15,11 @@ import typer
 
 from danmaku import __version__
 from danmaku.cli.console import console
-from danmaku.cli.corpus import corpus_app, db_app, import_app
+from danmaku.cli.corpus import corpus_app
 from danmaku.cli.crawl import crawl_app
+from danmaku.cli.db import db_app
 from danmaku.cli.embed import embed_app
+from danmaku.cli.imports import import_app
 from danmaku.cli.pretrain import pretrain_app
 
 app = typer.Typer(
@@ -91,9 +93,13 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
     debug: bool = typer.Option(False, "--debug",
-                               help=f"Show the traceback of an error [env: {DEBUG_ENV}=1]."),
+                               help=f"Show the traceback of an error (or set {DEBUG_ENV}=1)."),
 ) -> None:
-    """Bilibili vtuber danmaku -> corpus -> domain-adapted Chinese BERT -> embeddings."""
+    """Bilibili vtuber danmaku -> corpus -> domain-adapted Chinese BERT -> embeddings.
+
+    Example: danmaku demo (the whole study on the sample data), or
+    danmaku import csv DIR && danmaku corpus export --vocab vocab.txt
+    """
     if debug:
         os.environ[DEBUG_ENV] = "1"
 
