@@ -17,7 +17,8 @@ from typing import Any
 
 import tensorflow as tf
 
-from danmaku.pretrain.instances import FORMAT, MANIFEST
+from danmaku.artifacts import INSTANCES_MANIFEST as MANIFEST
+from danmaku.pretrain.instances import FORMAT
 
 MODEL_INPUTS = {"input_ids": "token_ids", "segment_ids": "segment_ids", "input_mask": "padding_mask",
                 "masked_lm_positions": "mask_positions"}
