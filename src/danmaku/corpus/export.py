@@ -32,7 +32,13 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from danmaku.artifacts import CORPUS_EVAL_FILE, CORPUS_TRAIN_FILE, clean_stale_staging, staging_dir
+from danmaku.artifacts import (
+    CORPUS_EVAL_FILE,
+    CORPUS_TRAIN_FILE,
+    clean_stale_staging,
+    fsync_dir,
+    staging_dir,
+)
 from danmaku.corpus import manifest as mf
 from danmaku.corpus.documents import DEFAULT_CHUNK_ROWS, Counts, ReportFn, export_part
 from danmaku.corpus.export_reader import WHOLE, Selection, count_sources
@@ -161,5 +167,5 @@ def _publish(staging: Path, final: Path, manifest: dict[str, Any], force: bool) 
             if existing is None or not mf.same_content(existing, manifest):
                 raise
             return False
-    mf.fsync_dir(final.parent)
+    fsync_dir(final.parent)
     return True

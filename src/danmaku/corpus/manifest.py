@@ -18,17 +18,15 @@ apart from ``provenance`` -- on SQLite and PostgreSQL alike.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from danmaku import __version__
-from danmaku.artifacts import CORPUS_MANIFEST
+from danmaku.artifacts import CorpusManifest
 
-MANIFEST = CORPUS_MANIFEST
-FORMAT = "danmaku-corpus/1"
+MANIFEST = CorpusManifest.NAME
+FORMAT = CorpusManifest.FORMAT
 VERSION_CHARS = 12
 GOOGLE_CHINESE_VOCAB_SHA256 = "d5f3341d882677b716baf3299a36600d5d45fb8f2790fb394c4ef2429161a11c"
 VERSION_RULE = (
@@ -101,39 +99,12 @@ def same_content(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return {n: f["sha256"] for n, f in a["files"].items()} == {n: f["sha256"] for n, f in b["files"].items()}
 
 
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:
-    path = directory / MANIFEST
-    tmp = directory / f".{MANIFEST}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(manifest, handle, ensure_ascii=False, indent=2)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    return path
+    return CorpusManifest.write(directory, manifest)
 
 
 def read_manifest(directory: str | Path) -> dict[str, Any] | None:
-    path = Path(directory) / MANIFEST
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("format") == FORMAT else None
+    return CorpusManifest.read(directory)
 
 
 def list_corpora(root: str | Path) -> list[tuple[Path, dict[str, Any]]]:

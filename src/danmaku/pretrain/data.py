@@ -10,14 +10,13 @@ would have seen.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
 
-from danmaku.artifacts import INSTANCES_MANIFEST as MANIFEST
+from danmaku.artifacts import InstancesManifest
 from danmaku.pretrain.instances import FORMAT
 
 MODEL_INPUTS = {"input_ids": "token_ids", "segment_ids": "segment_ids", "input_mask": "padding_mask",
@@ -65,16 +64,13 @@ class InstanceSet:
 def open_instances(directory: str | Path) -> InstanceSet:
     """Read and check ``instances.json`` of a ``danmaku pretrain prepare`` output."""
     directory = Path(directory)
-    path = directory / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"{directory} is not an instances directory (no {MANIFEST}); "
+    if not InstancesManifest.exists(directory):
+        raise FileNotFoundError(f"{directory} is not an instances directory (no {InstancesManifest.NAME}); "
                                 "run `danmaku pretrain prepare` first")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is corrupt: {err}") from None
-    if manifest.get("format") != FORMAT or "splits" not in manifest:
-        raise ValueError(f"{path} is not a finished {FORMAT} manifest")
+    manifest = InstancesManifest.read(directory)
+    if manifest is None or "splits" not in manifest:
+        raise ValueError(f"{InstancesManifest.path(directory)} is not a finished {FORMAT} manifest "
+                         "(corrupt, or prepare did not finish); re-run `danmaku pretrain prepare`")
     return InstanceSet(directory, manifest)
 
 

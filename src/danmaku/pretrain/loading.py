@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from danmaku.artifacts import GOOGLE_CONFIG, RUN_CHECKPOINTS, RUN_MANIFEST, VOCAB
 from danmaku.pretrain.checkpoints import (
     assign_google_weights,
     checkpoint_exists,
@@ -32,11 +33,6 @@ from danmaku.pretrain.checkpoints import (
     read_hf,
 )
 from danmaku.pretrain.config import BertConfig
-
-RUN_MANIFEST = "run.json"
-RUN_CHECKPOINTS = "checkpoints"
-GOOGLE_CONFIG = "bert_config.json"
-VOCAB = "vocab.txt"
 
 
 @dataclass

@@ -29,7 +29,6 @@ differently in a new process).
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -38,12 +37,20 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from danmaku.artifacts import (
+    GOOGLE_CONFIG,
+    RUN_CHECKPOINTS,
+    RUN_MANIFEST,
+    VOCAB,
+    ArtifactMismatch,
+    RunManifest,
+)
 from danmaku.pretrain.config import BertConfig
-from danmaku.pretrain.loading import GOOGLE_CONFIG, RUN_CHECKPOINTS, RUN_MANIFEST, VOCAB, vocab_size_of
+from danmaku.pretrain.loading import vocab_size_of
 
 INITIAL_DIR = "initial"
 
-RUN_FORMAT = "danmaku-pretrain-run/1"
+RUN_FORMAT = RunManifest.FORMAT
 STRATEGIES = ("default", "mirrored", "tpu")
 PRECISIONS = {None: None, "fp32": None, "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
@@ -123,14 +130,14 @@ def init_run(run_dir: Path, *, instances_dir: Path, config: BertConfig, settings
         "bert_config": config.to_dict(),
         "init_checkpoint": init_checkpoint,
     }
-    path = run_dir / RUN_MANIFEST
-    if path.is_file():
-        old = json.loads(path.read_text(encoding="utf-8"))
-        keys = ("instances", "settings", "bert_config", "init_checkpoint")
-        diff = [k for k in keys if old.get(k) != manifest[k]]
-        if diff:
-            raise RunError(f"{run_dir} was started with other {', '.join(diff)}; resume it with the same "
-                           "arguments (or just `danmaku pretrain train --out RUN_DIR`) or use a new --out")
+    try:
+        old = RunManifest.require_same(
+            run_dir, manifest, ("instances", "settings", "bert_config", "init_checkpoint"),
+            hint="resume it with the same arguments (or just `danmaku pretrain train --out RUN_DIR`) "
+                 "or use a new --out")
+    except ArtifactMismatch as error:
+        raise RunError(str(error)) from None
+    if old is not None:
         return old
     vocab = instances.vocab_path
     if not vocab.is_file():
@@ -144,15 +151,17 @@ def init_run(run_dir: Path, *, instances_dir: Path, config: BertConfig, settings
     run_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(vocab, run_dir / VOCAB)
     config.to_json_file(run_dir / GOOGLE_CONFIG)
-    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    RunManifest.write(run_dir, manifest)
     return manifest
 
 
 def load_run(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / RUN_MANIFEST
-    if not path.is_file():
-        raise RunError(f"{run_dir} is not a run directory (no {RUN_MANIFEST})")
-    return json.loads(path.read_text(encoding="utf-8"))
+    if not RunManifest.exists(run_dir):
+        raise RunError(f"{run_dir} is not a run directory (no {RunManifest.NAME})")
+    manifest = RunManifest.read(run_dir)
+    if manifest is None:
+        raise RunError(f"{RunManifest.path(run_dir)} is unreadable or not a run manifest")
+    return manifest
 
 
 def _check_init_vocab(init_checkpoint: str, instances_vocab: Path) -> None:

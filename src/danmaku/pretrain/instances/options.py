@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FORMAT = "danmaku-pretrain-instances/1"
+from danmaku.artifacts import InstancesManifest
+
+FORMAT = InstancesManifest.FORMAT
 FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
             "masked_lm_weights", "next_sentence_labels")
 

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-from danmaku.artifacts import CORPUS_EVAL_FILE, CORPUS_TRAIN_FILE, INSTANCES_MANIFEST, VOCAB
+from danmaku.artifacts import CORPUS_EVAL_FILE, CORPUS_TRAIN_FILE, VOCAB, InstancesManifest
 from danmaku.pretrain.instances.documents import open_lines, read_documents, tokenize_documents
 from danmaku.pretrain.instances.exact import google_exact_batch
 from danmaku.pretrain.instances.masking import Batch
@@ -106,12 +106,8 @@ def prepare(corpus: Path, vocab_path: Path, out_dir: Path, *, opts: InstanceOpti
         "corpus": {split: {"file": path.name, "bytes": path.stat().st_size}
                    for split, path in files.items()},
     }
-    manifest_path = out_dir / INSTANCES_MANIFEST
-    if manifest_path.is_file():
-        old = json.loads(manifest_path.read_text())
-        if {k: old.get(k) for k in settings} != settings:
-            raise ValueError(f"{out_dir} holds instances made with other options or corpus; "
-                             "use a new --out directory")
+    InstancesManifest.require_same(out_dir, settings, settings.keys(),
+                                   hint="use a new --out directory (other options or corpus)")
     summary = PrepareSummary(out_dir)
     for split_index, (split, path) in enumerate(files.items()):
         try:
@@ -132,8 +128,7 @@ def prepare(corpus: Path, vocab_path: Path, out_dir: Path, *, opts: InstanceOpti
     for split, stats in summary.splits.items():
         shard_files = sorted(p.name for p in out_dir.glob(f"{split}-*.tfrecord"))
         splits[split] = asdict(stats) | {"files": shard_files}
-    manifest = settings | {"splits": splits}
-    manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    InstancesManifest.write(out_dir, settings | {"splits": splits})
     shutil.copyfile(vocab_path, out_dir / VOCAB)  # training needs the exact vocabulary
     return summary
 
