@@ -554,7 +554,8 @@ def process_shard(job: _ShardJob) -> ShardStats:
     finally:
         writer.close()
     stats.instances = writer.records
-    Path(job.out + ".json").write_text(json.dumps(asdict(stats)))
+    _verify_written(Path(job.out), writer.records)
+    Path(job.out + ".json").write_text(json.dumps(asdict(stats)))  # marks the shard done
     return stats
 
 
@@ -619,6 +620,7 @@ class PrepareSummary:
     out_dir: Path
     splits: dict[str, ShardStats] = field(default_factory=dict)
     shards_reused: int = 0
+    shards_rebuilt: list[str] = field(default_factory=list)  # kept ones that were damaged
 
 
 def _sha256(path: Path) -> str:
@@ -673,9 +675,13 @@ def prepare(corpus: Path, vocab_path: Path, out_dir: Path, *, opts: InstanceOpti
             progress: Callable[[str, int, ShardStats], None] | None = None) -> PrepareSummary:
     """Build train (and eval) instances of a corpus directory into ``out_dir``.
 
+    Every shard is read back (TFRecord framing, CRCs, record count:
+    ``danmaku.pretrain.tfrecord_check``) before its ``.json`` marks it done.
     Resumable: shards already written (file + ``.json``) by an identical
-    earlier run are kept. Raises ``ValueError`` for an empty corpus, a corpus
-    that is not UTF-8, or an ``out_dir`` prepared with other options.
+    earlier run are kept if they still read back whole, else rebuilt (listed in
+    ``shards_rebuilt``). Raises ``ValueError`` for an empty corpus, a corpus
+    that is not UTF-8, or an ``out_dir`` prepared with other options, and its
+    subclass ``CorruptShard`` for a shard that does not read back once written.
     """
     opts = opts or InstanceOptions()
     files = corpus_files(corpus)
@@ -737,9 +743,34 @@ def _prepare_exact(path: Path, split: str, out_dir: Path, opts: InstanceOptions,
             writer.write_many(serialize_batch(part))
     finally:
         writer.close()
+    _verify_written(out_dir / stats.file, len(batch))
     stats.instances = len(batch)
     stats.masked = int(batch.masked_lm_weights.sum())
     stats.random_next = int(batch.next_sentence_labels.sum())
+    return stats
+
+
+def _verify_written(path: Path, records: int) -> None:
+    """A shard just written reads back whole (framing, CRCs, count), before it counts as done."""
+    from danmaku.pretrain.tfrecord_check import CorruptShard, verify_shards
+
+    try:
+        verify_shards([path], expected_records=records)
+    except CorruptShard as err:
+        raise CorruptShard(f"{err} right after it was written (a failing disk?); "
+                           "run the same command again to rebuild it") from None
+
+
+def _intact_shard(out: Path, meta: Path) -> ShardStats | None:
+    """The stats of a shard an earlier run finished, if it is still whole; None to rebuild it."""
+    from danmaku.pretrain.tfrecord_check import CorruptShard, verify_shards
+
+    try:
+        stats = ShardStats(**json.loads(meta.read_text()))
+        verify_shards([out], expected_records=stats.instances)
+    except (CorruptShard, ValueError, TypeError):  # a damaged shard or .json
+        meta.unlink()
+        return None
     return stats
 
 
@@ -765,8 +796,11 @@ def _prepare_sharded(path: Path, split: str, split_index: int, out_dir: Path, op
         for index, docs in enumerate(_shards(path, shard_bytes)):
             out = out_dir / f"{split}-{index:05d}.tfrecord"
             meta = Path(str(out) + ".json")
-            if out.is_file() and meta.is_file():
-                stats = ShardStats(**json.loads(meta.read_text()))
+            finished = out.is_file() and meta.is_file()  # by an earlier run
+            stats = _intact_shard(out, meta) if finished else None
+            if finished and stats is None:
+                summary.shards_rebuilt.append(out.name)
+            if stats is not None:
                 total.add(stats)
                 summary.shards_reused += 1
                 done += 1
