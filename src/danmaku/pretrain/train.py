@@ -20,11 +20,11 @@ A run directory holds everything needed to continue::
                               the "before" of ``danmaku pretrain eval``
 
 Resuming (running the same command again, e.g. after a kill) restores the
-newest intact checkpoint (``danmaku.pretrain.recovery``) -- weights, optimizer slots and iterations, step, dropout RNG
-state -- and skips exactly the instances already consumed, so it continues as
-the uninterrupted run would. With ``deterministic=True`` two runs are bit-equal;
-a resumed one matches to float rounding (~1e-8 on CPU, where kernels round
-differently in a new process).
+newest intact checkpoint (``danmaku.pretrain.recovery``) -- weights, optimizer
+slots and iterations, step, dropout RNG state -- and skips exactly the
+instances already consumed, so it continues as the uninterrupted run would.
+With ``deterministic=True`` two runs are bit-equal; a resumed one matches to
+float rounding (~1e-8 on CPU, where kernels round differently in a new process).
 """
 
 from __future__ import annotations
