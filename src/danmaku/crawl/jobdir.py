@@ -10,11 +10,14 @@ it, old or new, without changing the process's umask for the store or the log.
 
 from __future__ import annotations
 
+import logging
 import os
 
 from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
 from scrapy.utils.job import job_dir
+
+logger = logging.getLogger(__name__)
 
 
 class PrivateJobDir:
@@ -25,5 +28,8 @@ class PrivateJobDir:
         path = job_dir(crawler.settings)
         if path is None:
             raise NotConfigured("no JOBDIR")
-        os.chmod(path, 0o700)
+        try:
+            os.chmod(path, 0o700)
+        except OSError as error:  # e.g. a folder of another user: crawl on, and say so
+            logger.warning("could not make JOBDIR %s private (%s)", path, error)
         return cls()
