@@ -45,7 +45,7 @@ def pause_during_back_off(crawl: subprocess.Popen, log: Path, mock: MockBilibili
             assert crawl.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "no history back-off: " + log.read_text()[-3000:]
             time.sleep(0.05)
-        time.sleep(0.5)  # the backed-off requests reach the scheduler right after the log line
+        time.sleep(1)  # the backed-off request reaches the scheduler microseconds after the log line
         crawl.send_signal(signal.SIGINT)
         assert crawl.wait(60) == 0, log.read_text()[-3000:]
     finally:
