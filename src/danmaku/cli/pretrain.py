@@ -86,6 +86,9 @@ def prepare(
             f"{stats.random_next / max(stats.instances, 1):.1%} random next")
     if summary.shards_reused:
         console.print(f"{summary.shards_reused} shard(s) were already done and kept")
+    if summary.shards_rebuilt:
+        console.print(f"[yellow]{len(summary.shards_rebuilt)} damaged shard(s) rebuilt: "
+                      f"{', '.join(summary.shards_rebuilt)}[/]")
     console.print(f"written to {summary.out_dir}")
 
 

@@ -20,7 +20,9 @@ danmaku's own settings (all optional):
 - ``DANMAKU_BATCH_ROWS``, ``DANMAKU_FLUSH_SECONDS``: ``danmaku.crawl.pipelines``.
 
 The optional ``SESSDATA`` login cookie is read from the environment only
-(``DANMAKU_BILIBILI_SESSDATA``), never from settings, so it never lands in a log.
+(``DANMAKU_BILIBILI_SESSDATA``), never from settings, so it never lands in a log; it is
+attached to a request only when it is sent, so it never lands in the JOBDIR or the
+Redis queue either (``danmaku.crawl.middlewares.device``).
 """
 
 BOT_NAME = "danmaku"
@@ -76,6 +78,7 @@ DOWNLOADER_MIDDLEWARES = {
     # Sees responses after decompression (590) and before Scrapy's retries (550).
     "danmaku.crawl.middlewares.errors.BilibiliErrorsMiddleware": 560,
 }
+EXTENSIONS = {"danmaku.crawl.jobdir.PrivateJobDir": 0}  # JOBDIR readable by its owner only
 ITEM_PIPELINES = {"danmaku.crawl.pipelines.StorePipeline": 300}
 DANMAKU_BATCH_ROWS = 20_000
 DANMAKU_FLUSH_SECONDS = 10.0

@@ -20,11 +20,11 @@ A run directory holds everything needed to continue::
                               the "before" of ``danmaku pretrain eval``
 
 Resuming (running the same command again, e.g. after a kill) restores the
-newest checkpoint -- weights, optimizer slots and iterations, step, dropout RNG
-state -- and skips exactly the instances already consumed, so it continues as
-the uninterrupted run would. With ``deterministic=True`` two runs are bit-equal;
-a resumed one matches to float rounding (~1e-8 on CPU, where kernels round
-differently in a new process).
+newest intact checkpoint (``danmaku.pretrain.recovery``) -- weights, optimizer
+slots and iterations, step, dropout RNG state -- and skips exactly the
+instances already consumed, so it continues as the uninterrupted run would.
+With ``deterministic=True`` two runs are bit-equal; a resumed one matches to
+float rounding (~1e-8 on CPU, where kernels round differently in a new process).
 """
 
 from __future__ import annotations
@@ -246,10 +246,15 @@ class Trainer:
     # -- state -------------------------------------------------------------
     def restore_or_init(self, init_checkpoint: str | None,
                         on_notice: Callable[[str], None] | None = None) -> int:
-        """Resume from the newest checkpoint, else load ``init_checkpoint`` weights; returns the step."""
-        latest = self.manager.latest_checkpoint
+        """Resume from the newest intact checkpoint, else load ``init_checkpoint`` weights; the step.
+
+        Damaged newer checkpoints are skipped with a notice (``danmaku.pretrain.recovery``).
+        """
+        from danmaku.pretrain.recovery import newest_intact
+
+        latest = newest_intact(self.run_dir / RUN_CHECKPOINTS, self.manager.checkpoints, on_notice)
         if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            self.checkpoint.restore(str(latest)).assert_existing_objects_matched()
             return int(self.step.numpy())
         if init_checkpoint:
             from danmaku.pretrain.checkpoints import assign_google_weights, read_google_checkpoint
@@ -400,6 +405,7 @@ def train(run_dir: str | Path, *, instances_dir: str | Path | None = None, confi
     if init_checkpoint:
         _check_init_vocab(init_checkpoint, instances.vocab_path)
     files = instances.files("train")
+    _check_shards(files, instances.count("train"))
 
     trainer = Trainer(run_dir, config, settings, options, seq=instances.max_seq_length,
                       pred=instances.max_predictions)
@@ -457,6 +463,17 @@ def train(run_dir: str | Path, *, instances_dir: str | Path | None = None, confi
         prefix = run_dir / f"model.ckpt-{step}"
         write_google_checkpoint(google_weights(trainer.model), prefix, global_step=step)
     return result
+
+
+def _check_shards(files: list[str], instances: int) -> None:
+    """Every shard training reads is whole, before step 1 (a streamed read, ~2-5 s per GB)."""
+    from danmaku.pretrain.tfrecord_check import CorruptShard, verify_shards
+
+    try:
+        verify_shards(files, expected_records=instances)
+    except CorruptShard as err:
+        raise CorruptShard(f"{err}; run `danmaku pretrain prepare` again with the same arguments "
+                           "to rebuild it") from None
 
 
 def _save_initial(trainer: Trainer, run_dir: Path) -> None:

@@ -9,6 +9,14 @@ fetched once per crawl by this middleware itself and again after
 ``DANMAKU_BILIBILI_SESSDATA``, sent only to the danmaku-history endpoint, never put
 in settings, logs, items or the store. Scrapy's own cookie handling is off
 (``COOKIES_ENABLED = False``): this middleware is the only cookie source.
+
+Cookies are attached at send time only, in ``process_request``, and taken off
+again from every request that goes (back) to the scheduler (the
+``request_scheduled`` signal): a request that backs off, a retry that
+``get_retry_request`` copied from a sent request, anything a callback yields.
+The scheduler is where requests are serialised -- JOBDIR files on Ctrl-C, the
+shared Redis queue -- so the login cookie never reaches a disk or another
+machine; the request gets it back when it is next sent.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import json
 import logging
 import os
 
-from scrapy import Request
+from scrapy import Request, signals
 from scrapy.crawler import Crawler
 
 from danmaku.crawl import api
@@ -34,6 +42,11 @@ def sessdata_from_env() -> str | None:
     """The user's SESSDATA, if they chose to give one (never logged)."""
     value = os.environ.get(SESSDATA_ENV, "").strip()
     return value or None
+
+
+def drop_cookies(request: Request) -> None:
+    """Take the Cookie header off a request about to be queued (this middleware adds it back)."""
+    request.headers.pop("Cookie", None)
 
 
 class DeviceCookiesMiddleware:
@@ -52,6 +65,7 @@ class DeviceCookiesMiddleware:
         middleware = cls(crawler, crawler.settings.getint("DANMAKU_BUVID_REFRESH_AFTER", 3),
                          sessdata_from_env())
         crawler.signals.connect(middleware.risk_control, signal=RISK_CONTROL)
+        crawler.signals.connect(drop_cookies, signal=signals.request_scheduled)
         return middleware
 
     def risk_control(self, request: Request) -> None:

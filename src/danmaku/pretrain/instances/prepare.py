@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -21,9 +20,11 @@ from danmaku.pretrain.instances.shards import (
     BATCH,
     ShardJob,
     ShardStats,
+    intact_shard,
     process_shard,
     special_ids,
     tokenizer_for,
+    verify_written,
 )
 from danmaku.pretrain.instances.tfrecord import TFRecordWriter, serialize_batch
 from danmaku.processes import die_with_parent
@@ -35,6 +36,7 @@ class PrepareSummary:
     out_dir: Path
     splits: dict[str, ShardStats] = field(default_factory=dict)
     shards_reused: int = 0
+    shards_rebuilt: list[str] = field(default_factory=list)  # kept ones that were damaged
 
 
 def _sha256(path: Path) -> str:
@@ -89,9 +91,13 @@ def prepare(corpus: Path, vocab_path: Path, out_dir: Path, *, opts: InstanceOpti
             progress: Callable[[str, int, ShardStats], None] | None = None) -> PrepareSummary:
     """Build train (and eval) instances of a corpus directory into ``out_dir``.
 
+    Every shard is read back (TFRecord framing, CRCs, record count:
+    ``danmaku.pretrain.tfrecord_check``) before its ``.json`` marks it done.
     Resumable: shards already written (file + ``.json``) by an identical
-    earlier run are kept. Raises ``ValueError`` for an empty corpus, a corpus
-    that is not UTF-8, or an ``out_dir`` prepared with other options.
+    earlier run are kept if they still read back whole, else rebuilt (listed in
+    ``shards_rebuilt``). Raises ``ValueError`` for an empty corpus, a corpus
+    that is not UTF-8, or an ``out_dir`` prepared with other options, and its
+    subclass ``CorruptShard`` for a shard that does not read back once written.
     """
     opts = opts or InstanceOptions()
     files = corpus_files(corpus)
@@ -148,6 +154,7 @@ def _prepare_exact(path: Path, split: str, out_dir: Path, opts: InstanceOptions,
             writer.write_many(serialize_batch(part))
     finally:
         writer.close()
+    verify_written(out_dir / stats.file, len(batch))
     stats.instances = len(batch)
     stats.masked = int(batch.masked_lm_weights.sum())
     stats.random_next = int(batch.next_sentence_labels.sum())
@@ -177,8 +184,11 @@ def _prepare_sharded(path: Path, split: str, split_index: int, out_dir: Path, op
         for index, docs in enumerate(_shards(path, shard_bytes)):
             out = out_dir / f"{split}-{index:05d}.tfrecord"
             meta = Path(str(out) + ".json")
-            if out.is_file() and meta.is_file():
-                stats = ShardStats(**json.loads(meta.read_text()))
+            finished = out.is_file() and meta.is_file()  # by an earlier run
+            stats = intact_shard(out, meta) if finished else None
+            if finished and stats is None:
+                summary.shards_rebuilt.append(out.name)
+            if stats is not None:
                 total.add(stats)
                 summary.shards_reused += 1
                 done += 1

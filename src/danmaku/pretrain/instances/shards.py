@@ -99,5 +99,30 @@ def process_shard(job: ShardJob) -> ShardStats:
     finally:
         writer.close()
     stats.instances = writer.records
-    Path(job.out + ".json").write_text(json.dumps(asdict(stats)))
+    verify_written(Path(job.out), writer.records)
+    Path(job.out + ".json").write_text(json.dumps(asdict(stats)))  # marks the shard done
+    return stats
+
+
+def verify_written(path: Path, records: int) -> None:
+    """A shard just written reads back whole (framing, CRCs, count), before it counts as done."""
+    from danmaku.pretrain.tfrecord_check import CorruptShard, verify_shards
+
+    try:
+        verify_shards([path], expected_records=records)
+    except CorruptShard as err:
+        raise CorruptShard(f"{err} right after it was written (a failing disk?); "
+                           "run the same command again to rebuild it") from None
+
+
+def intact_shard(out: Path, meta: Path) -> ShardStats | None:
+    """The stats of a shard an earlier run finished, if it is still whole; None to rebuild it."""
+    from danmaku.pretrain.tfrecord_check import CorruptShard, verify_shards
+
+    try:
+        stats = ShardStats(**json.loads(meta.read_text()))
+        verify_shards([out], expected_records=stats.instances)
+    except (CorruptShard, ValueError, TypeError):  # a damaged shard or .json
+        meta.unlink()
+        return None
     return stats
