@@ -34,6 +34,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from danmaku.processes import pid_alive
+
 CORPUS_TRAIN_FILE = "danmaku_text_pure.txt"
 CORPUS_EVAL_FILE = "danmaku_text_pure.eval.txt"
 CORPUS_MANIFEST = "manifest.json"
@@ -175,17 +177,8 @@ def clean_stale_staging(parent: Path) -> list[Path]:
     removed = []
     for entry in parent.iterdir():
         match = _STAGING.match(entry.name)
-        if match and match["host"] == host and not _alive(int(match["pid"])) and entry.is_dir():
+        if match and match["host"] == host and not pid_alive(int(match["pid"])) and entry.is_dir():
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     return removed
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -22,6 +22,17 @@ PR_SET_PDEATHSIG = 1
 POLL_SECONDS = 1.0
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host (one we may not signal counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def die_with_parent() -> None:
     """Initializer of a worker process: end it as soon as its parent is gone."""
     parent = os.getppid()

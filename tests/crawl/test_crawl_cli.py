@@ -8,22 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from danmaku.crawl.bvid import av_to_bv
-from tests.support.mockbili import Catalog, MockBilibili
+from tests.support.mockbili import MockBilibili
 from tests.support.mockbili.run import FAST, crawl_env, crawl_runs, stored_danmaku
-
-
-@pytest.fixture(scope="module")
-def catalog() -> Catalog:
-    return Catalog.from_fixture()
-
-
-@pytest.fixture
-def mock(catalog: Catalog):
-    with MockBilibili(catalog, space_page_size=2) as server:
-        yield server
 
 
 def danmaku_command(*args: str, settings: dict[str, str] | None = None) -> list[str]:

@@ -43,17 +43,6 @@ ALL_VIDEOS = {
 }
 
 
-@pytest.fixture(scope="module")
-def catalog() -> Catalog:
-    return Catalog.from_fixture()
-
-
-@pytest.fixture
-def mock(catalog: Catalog):
-    with MockBilibili(catalog, space_page_size=2) as server:
-        yield server
-
-
 def all_args(tmp_path: Path) -> dict[str, str]:
     listing = tmp_path / "av_data_list.txt"  # the study's format
     listing.write_text("[17999430, 51364753]\n[53927818]\n")

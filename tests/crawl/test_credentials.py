@@ -31,11 +31,6 @@ PAUSED = {
 }
 
 
-@pytest.fixture(scope="module")
-def catalog() -> Catalog:
-    return Catalog.from_fixture()
-
-
 def pause_during_back_off(crawl: subprocess.Popen, log: Path, mock: MockBilibili) -> str:
     """Wait until a history request was answered 503 and backed off; Ctrl-C; the log."""
     try:

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from danmaku.processes import pid_alive
 from danmaku.store.models import LIVE_BROADCAST, VIDEO_PAGE, Danmaku, ImportedFile, Reject, Run, Source
 
 DEFAULT_MAX_DANMAKU_CHARS = 1_000_000
@@ -91,15 +92,6 @@ def _owner() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 def mark_stale_runs(conn: Connection) -> int:
     """Mark ``interrupted`` the running runs of this host whose process is gone; returns how many.
@@ -113,7 +105,7 @@ def mark_stale_runs(conn: Connection) -> int:
             owner = json.loads(stats or "{}").get("owner") or {}
         except (ValueError, AttributeError):
             continue
-        if owner.get("host") == host and isinstance(owner.get("pid"), int) and not _alive(owner["pid"]):
+        if owner.get("host") == host and isinstance(owner.get("pid"), int) and not pid_alive(owner["pid"]):
             stale.append(run_id)
     if stale:
         conn.execute(update(Run).where(Run.id.in_(stale)).values(status="interrupted"))
