@@ -10,3 +10,8 @@ these functions, so a change in Bilibili's rules is made once.
 
 API = "https://api.bilibili.com"
 """The main API host; ``nav`` and ``finger/spi`` live here for the crawler and the recorder."""
+USER_AGENT = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+)
+"""The browser-like User-Agent every client sends (Bilibili refuses obvious bots)."""

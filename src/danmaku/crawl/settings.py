@@ -23,6 +23,8 @@ The optional ``SESSDATA`` login cookie is read from the environment only
 (``DANMAKU_BILIBILI_SESSDATA``), never from settings, so it never lands in a log.
 """
 
+import danmaku.bilibili as _bilibili
+
 BOT_NAME = "danmaku"
 SPIDER_MODULES = ["danmaku.crawl.spiders"]
 NEWSPIDER_MODULE = "danmaku.crawl.spiders"
@@ -32,10 +34,7 @@ COMMANDS_MODULE = "danmaku.crawl.commands"  # `scrapy crawl` that checks -a argu
 # rate limit below, and users must respect Bilibili's terms (README).
 ROBOTSTXT_OBEY = False
 
-USER_AGENT = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
-    "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
-)
+USER_AGENT = _bilibili.USER_AGENT  # shared with the live recorder
 DEFAULT_REQUEST_HEADERS = {
     "Accept": "application/json, text/plain, */*",
     "Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8",

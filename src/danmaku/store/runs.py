@@ -107,3 +107,12 @@ def record_rejects(conn: Connection, run_id: int, file: str, bad: list[BadLine])
              "raw": b.raw[:RAW_LIMIT].decode("utf-8", "replace")}
             for b in bad
         ])
+
+
+def finish_run_with(engine: Engine, run_id: int, status: str, *, sources: int, rows: int,
+                    rejected: int, stats: dict) -> None:
+    """Close a run that is not an import (the live recorder): its counts and its stats as JSON."""
+    with engine.begin() as conn:
+        conn.execute(update(Run).where(Run.id == run_id).values(
+            finished_at_ms=now_ms(), sources=sources, rows=rows, rejected=rejected,
+            status=status, stats_json=json.dumps(stats, ensure_ascii=False)))
