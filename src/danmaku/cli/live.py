@@ -86,7 +86,7 @@ def _table(recorder, started: float) -> Table:
 def _log_line(status) -> str:
     state = "connected" if status.connected else ("stopped" if status.stopped else "reconnecting")
     line = (f"room {status.room}: {state}, {'live' if status.broadcasting else 'off air'}, "
-            f"{status.per_minute} danmaku/min, {status.stored} stored")
+            f"{status.per_minute} danmaku/min, {status.received} received, {status.stored} stored")
     return line + (f", last error: {status.last_error}" if status.last_error else "")
 
 

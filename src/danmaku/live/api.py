@@ -177,6 +177,7 @@ class LiveApi:
         self._key: str | None = None
         self._key_at = 0.0
         self._cookies: dict[str, str] | None = None
+        self._buvid3: str | None = None
         self._uid = 0
         self._setup = asyncio.Lock()
         self.requests = 0
@@ -188,7 +189,8 @@ class LiveApi:
 
     @property
     def buvid3(self) -> str | None:
-        return (self._cookies or {}).get("buvid3")
+        """The device id for auth packets (the last one fetched, also while a refresh is pending)."""
+        return self._buvid3
 
     def risk_control(self) -> None:
         """Forget the WBI key and device cookies (after ``-352``); the next call fetches both."""
@@ -223,6 +225,7 @@ class LiveApi:
         async with self._setup:
             if self._cookies is None:
                 self._cookies = cookies_from_finger(await self._get_json(finger_url(), cookies=False))
+                self._buvid3 = self._cookies["buvid3"]
             if self._key is None or time.monotonic() - self._key_at > WBI_KEY_MAX_AGE_S:
                 nav = await self._get_json(nav_url())
                 self._key = key_from_nav(nav)

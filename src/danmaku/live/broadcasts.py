@@ -13,7 +13,8 @@ Rules, in order of strength:
   in sources of status ``chat`` cut by the same silence rule.
 - On every (re)connection ``room_init``'s live status reconciles what may have
   been missed while disconnected: live with nothing open on air opens a
-  broadcast; not live with a broadcast open on air closes it.
+  broadcast (and a broadcast seen live counts as active); not live with a
+  broadcast open on air closes it at the last time it was seen.
 
 The tracker only decides; it emits ``Open``/``Add``/``Close``/``Mark`` operations
 that the store writer applies in order (``danmaku.live.storage``).
@@ -126,7 +127,10 @@ class BroadcastTracker:
             self.room_live = True
             if current is None:
                 self._open(since_ms or wall_ms, now, alive_ms=wall_ms)
-            elif current.status != LIVE_ON_AIR:
+            elif current.status == LIVE_ON_AIR:  # seen alive now: that counts as activity
+                current.last_ms = max(current.last_ms, wall_ms)
+                current.last_seen = now
+            else:
                 if since_ms is not None and since_ms > current.last_ms:
                     self._close(current.last_ms)
                     self._open(since_ms, now, alive_ms=wall_ms)

@@ -125,11 +125,18 @@ def decompress(ver: int, body: bytes) -> bytes:
             if inflater.unconsumed_tail:
                 raise ProtocolError(f"zlib body expands beyond {MAX_BODY} bytes")
             return out
+        # output_buffer_limit is a soft cap (brotli grows its buffer in steps), so count too.
         decompressor = brotli.Decompressor()
-        out = decompressor.process(body, output_buffer_limit=MAX_BODY)
-        if not decompressor.is_finished():
-            raise ProtocolError(f"brotli body truncated or expands beyond {MAX_BODY} bytes")
-        return out
+        parts = [decompressor.process(body, output_buffer_limit=MAX_BODY)]
+        size = len(parts[0])
+        while size <= MAX_BODY and not decompressor.is_finished():
+            if decompressor.can_accept_more_data():
+                raise ProtocolError("brotli body truncated")
+            parts.append(decompressor.process(b"", output_buffer_limit=MAX_BODY))
+            size += len(parts[-1])
+        if size > MAX_BODY:
+            raise ProtocolError(f"brotli body expands beyond {MAX_BODY} bytes")
+        return parts[0] if len(parts) == 1 else b"".join(parts)
     except (zlib.error, brotli.error) as error:
         raise ProtocolError(f"{'zlib' if ver == VER_ZLIB else 'brotli'} body does not decode: "
                             f"{error}") from None

@@ -230,9 +230,11 @@ class StoreWriter:
         ids: dict[tuple[int, int], int] = {}
         rows: dict[tuple[int, int], dict[int, tuple]] = {}
         first_open: dict[tuple[int, int], str] = {}
+        adds = 0
         for item in batch:
             kind = type(item)
             if kind is Add:
+                adds += 1
                 rows.setdefault((item.room_id, item.started_ms), {}).setdefault(
                     item.chat.identity, chat_row(item.chat))
             elif kind is Open:
@@ -271,8 +273,8 @@ class StoreWriter:
         stats.batches += 1
         for key, new in new_by_key.items():
             stats.rows_new += len(new)
-            stats.rows_known += len(rows[key]) - len(new)
             stats.stored_by_room[key[0]] += len(new)
+        stats.rows_known += adds - sum(len(new) for new in new_by_key.values())
         stats.sources_opened += len(first_open)
         return new_by_key, len(first_open)
 

@@ -47,11 +47,15 @@ class Frame:
     data: bytes
     live: bool | None = None
     """What ``room_init`` says after this frame (LIVE -> True, PREPARING -> False)."""
+    chats: int = 0
+    """How many danmaku and super chats it carries."""
 
 
 @dataclass
 class Broadcast:
     live_time_s: int
+    first_frame: int = 0
+    """Index of its LIVE frame in ``MockRoom.frames``."""
     sent: list[Sent] = field(default_factory=list)
 
 
@@ -67,6 +71,8 @@ class MockRoom:
     popularity: int = 4321
     live: bool = False
     position: int = 0
+    offset_ms: int = 0
+    """How far the data set's times were shifted."""
 
     @property
     def expected(self) -> list[Sent]:
@@ -92,16 +98,20 @@ def read_day_files(paths: list[Path]) -> tuple[list[LiveDanmaku], dict[int, str]
 
 def build_room(room_id: int, paths: list[Path], *, seed: int = 0, per_frame: int = 6,
                sc_every: int = 25, drop_after: int | None = None, ends_ago_ms: int = 60_000,
-               short_id: int = 0, masked: bool = False, last_open: bool = False) -> MockRoom:
+               short_id: int = 0, masked: bool = False, last_open: bool = False, anchor: int = -1,
+               offset_ms: int | None = None) -> MockRoom:
     """A room playing these files' broadcasts (see the module docstring).
 
     ``drop_after``: drop the connection after that many chat frames (once).
     ``last_open``: leave the last broadcast on air (no PREPARING at the end).
+    ``anchor``: the danmaku (index in time order) that is sent ``ends_ago_ms`` before now;
+    ``offset_ms``: the shift itself (to play the very same messages again later).
     """
     rng = random.Random(seed * 1_000_003 + room_id)
     items, names = read_day_files(paths)
-    offset = int(time.time() * 1000) - ends_ago_ms - items[-1].sent_at_ms
-    room = MockRoom(room_id=room_id, short_id=short_id)
+    offset = offset_ms if offset_ms is not None else (
+        int(time.time() * 1000) - ends_ago_ms - items[anchor].sent_at_ms)
+    room = MockRoom(room_id=room_id, short_id=short_id, offset_ms=offset)
     groups: list[list[LiveDanmaku]] = []
     for item in items:
         if not groups or item.sent_at_ms - groups[-1][-1].sent_at_ms > GAP_MS:
@@ -112,13 +122,16 @@ def build_room(room_id: int, paths: list[Path], *, seed: int = 0, per_frame: int
     count = 0
     for index, group in enumerate(groups):
         first_ms = group[0].sent_at_ms + offset
-        broadcast = Broadcast(live_time_s=first_ms // 1000 - rng.randrange(1, 120))
+        broadcast = Broadcast(live_time_s=first_ms // 1000 - rng.randrange(1, 120),
+                              first_frame=len(room.frames))
         room.broadcasts.append(broadcast)
         # The server often says LIVE twice; the second time without live_time.
         room.frames.append(Frame(commands.message(commands.live(room_id, broadcast.live_time_s)), live=True))
         room.frames.append(Frame(commands.message(commands.live(room_id, None)), live=True))
         pending: list[bytes] = []
+        chats = 0
         for item in group:
+            chats += 1
             count += 1
             uid = int(item.sender)
             uname = names.get(uid, f"用户{uid}")
@@ -139,15 +152,15 @@ def build_room(room_id: int, paths: list[Path], *, seed: int = 0, per_frame: int
             if count % 11 == 0:
                 pending.append(commands.protobuf_body())
             if len(pending) >= per_frame:
-                room.frames.append(Frame(commands.bundle(pending, 2 + chat_frames % 2)))
-                pending = []
+                room.frames.append(Frame(commands.bundle(pending, 2 + chat_frames % 2), chats=chats))
+                pending, chats = [], 0
                 chat_frames += 1
                 if chat_frames == drop_after:
                     room.frames.append(Drop())
                 if chat_frames % 9 == 0:
                     room.frames.append(Frame(rng.choice(commands.GARBAGE)))
         if pending:
-            room.frames.append(Frame(commands.bundle(pending, 2 + chat_frames % 2)))
+            room.frames.append(Frame(commands.bundle(pending, 2 + chat_frames % 2), chats=chats))
             chat_frames += 1
         if not (last_open and index == len(groups) - 1):
             room.frames.append(Frame(commands.message(commands.preparing(room_id)), live=False))
