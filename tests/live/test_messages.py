@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from danmaku.live.messages import Chat, LiveEnded, LiveStarted, MessageError, chat_identity, parse_command
 from tests.support.livemock import commands
@@ -39,6 +41,17 @@ def test_danmaku_and_its_suffix_variants() -> None:
     assert a == b and a.text == "兰子姐晚上好" and a.uid == 24553513 and a.uname == "兰子"
     spaced = json.dumps(plain).encode()  # key order/spacing other than the server's: full parse
     assert parse_command(spaced) == a
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(max_size=40), st.text(max_size=12), st.integers(0, 2**40), st.integers(-2**31, 2**31))
+def test_the_partial_decode_equals_the_full_parse(text: str, uname: str, uid: int, rnd: int) -> None:
+    command = commands.danmu_msg(1600000000123, uid, uname, text, rnd=rnd)
+    compact = body(command)  # the server's layout: info[0..2] decoded from their offsets
+    spaced = json.dumps(command).encode()  # any other layout: json.loads of everything
+    reordered = body({"cmd": "DANMU_MSG", "dm_v2": command["dm_v2"], "info": command["info"]})
+    assert parse_command(compact) == parse_command(spaced) == parse_command(reordered)
+    assert parse_command(compact).text == text.replace("\x00", "\ufffd")
 
 
 def test_identity_is_stable_and_tells_messages_apart() -> None:

@@ -9,8 +9,13 @@ keep but cannot read raises ``MessageError``, which the client counts.
 
 Most bodies start ``{"cmd":"NAME"``, so the name is read from the bytes and
 uninteresting commands are dropped before any JSON parsing -- in a busy room
-most traffic is not danmaku, and parsing it all would cost more than the rest of
-the recorder together (``bench/live.py``).
+most traffic is not danmaku. A ``DANMU_MSG`` (about 1.5 KB: medals, levels, a
+JSON ``extra`` string, a protobuf copy ``dm_v2``) laid out as the server lays it
+out (``{"cmd":"DANMU_MSG...","info":[...``) has only ``info[0]``, ``info[1]``
+and ``info[2]`` decoded (``JSONDecoder.raw_decode`` from their offsets);
+measured on the mock's realistic messages: 5.5 us instead of 8-10 us for
+``json.loads`` of the whole body, which is what lets decoding pass 100 k
+danmaku per CPU second (``bench/live.py``). Any other layout takes the full parse.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ LIVE = "LIVE"
 PREPARING = "PREPARING"
 _KEPT = frozenset({DANMAKU, SUPER_CHAT, LIVE, PREPARING})
 _PREFIX = b'{"cmd":"'
+_INFO = '","info":['
+_raw_decode = json.JSONDecoder().raw_decode
 
 
 class MessageError(ValueError):
@@ -102,8 +109,14 @@ def command_name(body: bytes) -> str | None:
 def parse_command(body: bytes) -> Event | None:
     """The event in one op 5 JSON body, or None for commands the recorder does not keep."""
     name = command_name(body)
-    if name is not None and name.split(":", 1)[0] not in _KEPT:
-        return None
+    if name is not None:
+        base = name.split(":", 1)[0]
+        if base not in _KEPT:
+            return None
+        if base == DANMAKU:
+            chat = _danmaku_prefix(body, len(name))
+            if chat is not None:
+                return chat
     try:
         message = json.loads(body)
     except ValueError:
@@ -126,6 +139,29 @@ def parse_command(body: bytes) -> Event | None:
     if base == PREPARING:
         return LiveEnded()
     return None
+
+
+def _danmaku_prefix(body: bytes, name_length: int) -> Chat | None:
+    """The danmaku from ``info[0..2]`` only, or None when the body is laid out otherwise.
+
+    ``","info":[`` right after the command name is the top-level key: JSON
+    escapes every quote inside a string, so the sequence cannot come from a text.
+    """
+    try:
+        text = body.decode("utf-8")
+        start = 8 + name_length
+        if not text.startswith(_INFO, start):
+            return None
+        meta, end = _raw_decode(text, start + len(_INFO))
+        if text[end] != ",":
+            return None
+        message, end = _raw_decode(text, end + 1)
+        if text[end] != ",":
+            return None
+        user, _ = _raw_decode(text, end + 1)
+        return _danmaku({"info": [meta, message, user]})
+    except (ValueError, IndexError, KeyError, TypeError):
+        return None  # let the full parse decide (and raise MessageError if it must)
 
 
 def _clean(text: str) -> str:

@@ -99,13 +99,14 @@ def read_day_files(paths: list[Path]) -> tuple[list[LiveDanmaku], dict[int, str]
 def build_room(room_id: int, paths: list[Path], *, seed: int = 0, per_frame: int = 6,
                sc_every: int = 25, drop_after: int | None = None, ends_ago_ms: int = 60_000,
                short_id: int = 0, masked: bool = False, last_open: bool = False, anchor: int = -1,
-               offset_ms: int | None = None) -> MockRoom:
+               offset_ms: int | None = None, garbage: bool = True) -> MockRoom:
     """A room playing these files' broadcasts (see the module docstring).
 
     ``drop_after``: drop the connection after that many chat frames (once).
     ``last_open``: leave the last broadcast on air (no PREPARING at the end).
     ``anchor``: the danmaku (index in time order) that is sent ``ends_ago_ms`` before now;
     ``offset_ms``: the shift itself (to play the very same messages again later).
+    ``garbage``: put a frame that is not the protocol after every ninth chat frame.
     """
     rng = random.Random(seed * 1_000_003 + room_id)
     items, names = read_day_files(paths)
@@ -157,7 +158,7 @@ def build_room(room_id: int, paths: list[Path], *, seed: int = 0, per_frame: int
                 chat_frames += 1
                 if chat_frames == drop_after:
                     room.frames.append(Drop())
-                if chat_frames % 9 == 0:
+                if garbage and chat_frames % 9 == 0:
                     room.frames.append(Frame(rng.choice(commands.GARBAGE)))
         if pending:
             room.frames.append(Frame(commands.bundle(pending, 2 + chat_frames % 2), chats=chats))
