@@ -45,10 +45,10 @@ def test_danmaku_and_its_suffix_variants() -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(st.text(max_size=40), st.text(max_size=12), st.integers(0, 2**40), st.integers(-2**31, 2**31))
-def test_the_partial_decode_equals_the_full_parse(text: str, uname: str, uid: int, rnd: int) -> None:
+def test_any_layout_parses_alike(text: str, uname: str, uid: int, rnd: int) -> None:
     command = commands.danmu_msg(1600000000123, uid, uname, text, rnd=rnd)
-    compact = body(command)  # the server's layout: info[0..2] decoded from their offsets
-    spaced = json.dumps(command).encode()  # any other layout: json.loads of everything
+    compact = body(command)  # the server's layout
+    spaced = json.dumps(command).encode()  # ASCII escapes, spaces: the name is not read from bytes
     reordered = body({"cmd": "DANMU_MSG", "dm_v2": command["dm_v2"], "info": command["info"]})
     assert parse_command(compact) == parse_command(spaced) == parse_command(reordered)
     assert parse_command(compact).text == text.replace("\x00", "\ufffd")
@@ -90,9 +90,11 @@ def test_other_commands_and_protobuf_bodies_are_ignored_silently() -> None:
     assert parse_command(b'{"no_cmd":1}') is None
 
 
-def test_nul_becomes_replacement_character() -> None:
+def test_nul_and_lone_surrogates_become_replacement_characters() -> None:
     chat = parse_command(body(commands.danmu_msg(1, 2, "a\x00b", "x\x00y", rnd=0)))
     assert chat.text == "x\ufffdy" and chat.uname == "a\ufffdb"
+    raw = body(commands.danmu_msg(1, 2, "u", "TEXT", rnd=0)).replace(b"TEXT", b"a\\ud800b\\ud83d\\ude00")
+    assert parse_command(raw).text == "a\ufffdb\U0001f600"  # a lone one replaced, a pair kept
 
 
 @pytest.mark.parametrize("broken", [

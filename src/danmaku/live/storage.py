@@ -15,8 +15,9 @@ rows that were new to the exporters. What follows from that:
 - A failed transaction is retried, the same batch, with back-off: writes are
   idempotent (``dmid`` = message identity, unique per source), so a retry or a
   restart cannot duplicate a danmaku. A batch that fails for a reason other
-  than the connection (a row the database refuses) is applied one operation at
-  a time, and only the refused operations are dropped and counted.
+  than the connection or a lock (a row the database refuses) is applied one
+  operation at a time, and only the refused operations are dropped, counted
+  and reported: one bad row must not stall every room.
 
 Within a transaction, sources are resolved first, then danmaku inserted grouped
 by source (one ``executemany`` each, not one per room message), then status
@@ -178,12 +179,13 @@ class StoreWriter:
                 await self._in_thread(self._apply_and_export, batch)
                 return
             except Exception as error:  # the store refused or is unreachable: retry, report
-                self.stats.retries += 1
-                self._report(f"store write failed ({type(error).__name__}: {str(error)[:160]}); "
-                             f"retrying in {delay:.1f} s")
-                if not _transient(error) and isinstance(error, DBAPIError):
+                what = f"{type(error).__name__}: {str(error)[:160]}"
+                if not _transient(error):  # a row the store refuses: isolate it, keep the rest
+                    self._report(f"store refused a batch ({what}); applying it one operation at a time")
                     await self._in_thread(self._apply_one_by_one, batch)
                     return
+                self.stats.retries += 1
+                self._report(f"store write failed ({what}); retrying in {delay:.1f} s")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_cap_s)
 
