@@ -20,6 +20,7 @@ from danmaku.cli.crawl import crawl_app
 from danmaku.cli.db import db_app
 from danmaku.cli.embed import embed_app
 from danmaku.cli.imports import import_app
+from danmaku.cli.live import live_app
 from danmaku.cli.pretrain import pretrain_app
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ app = typer.Typer(
 app.add_typer(import_app, name="import")
 app.add_typer(db_app, name="db")
 app.add_typer(crawl_app, name="crawl")
+app.add_typer(live_app, name="live")
 app.add_typer(corpus_app, name="corpus")
 app.add_typer(pretrain_app, name="pretrain")
 app.add_typer(embed_app, name="embed")

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from urllib.parse import urlencode, urlsplit
 
-API = "https://api.bilibili.com"
+from danmaku.bilibili import API
+from danmaku.bilibili.device import finger_url
+from danmaku.bilibili.wbi import nav_url
+
+__all__ = ["API", "finger_url", "nav_url"]  # shared with the live recorder; the rest below
 
 SEGMENT_MS = 6 * 60 * 1000
 """Each protobuf segment covers six minutes of video."""
@@ -27,16 +31,6 @@ GONE_CODES = frozenset({-404, 62002, 62004})
 """The video or page is deleted or hidden: recorded as gone, never retried."""
 
 REFERER = "https://www.bilibili.com/"
-
-
-def nav_url() -> str:
-    """Logged-out account info whose ``data.wbi_img`` carries today's WBI keys."""
-    return f"{API}/x/web-interface/nav"
-
-
-def finger_url() -> str:
-    """Anonymous device ids ``data.b_3`` / ``data.b_4`` -> cookies ``buvid3`` / ``buvid4``."""
-    return f"{API}/x/frontend/finger/spi"
 
 
 def view_url(aid: int) -> str:

@@ -25,6 +25,8 @@ attached to a request only when it is sent, so it never lands in the JOBDIR or t
 Redis queue either (``danmaku.crawl.middlewares.device``).
 """
 
+import danmaku.bilibili as _bilibili
+
 BOT_NAME = "danmaku"
 SPIDER_MODULES = ["danmaku.crawl.spiders"]
 NEWSPIDER_MODULE = "danmaku.crawl.spiders"
@@ -34,10 +36,7 @@ COMMANDS_MODULE = "danmaku.crawl.commands"  # `scrapy crawl` that checks -a argu
 # rate limit below, and users must respect Bilibili's terms (README).
 ROBOTSTXT_OBEY = False
 
-USER_AGENT = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
-    "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
-)
+USER_AGENT = _bilibili.USER_AGENT  # shared with the live recorder
 DEFAULT_REQUEST_HEADERS = {
     "Accept": "application/json, text/plain, */*",
     "Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8",

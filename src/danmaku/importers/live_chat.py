@@ -28,7 +28,6 @@ from danmaku.importers.run import (
 from danmaku.store.models import LIVE_BROADCAST
 from danmaku.store.writes import (
     continued_broadcast,
-    extend_broadcast,
     imported_files,
     insert_danmaku,
     max_danmaku_chars,
@@ -36,6 +35,7 @@ from danmaku.store.writes import (
     record_rejects,
     source_key_live,
     upsert_source,
+    widen_broadcast,
 )
 
 KIND = "live_chat"
@@ -180,6 +180,6 @@ def _store_file(conn: Connection, room_id: int, name: str, danmaku: list[LiveDan
             created += int(is_new)
         else:
             source_id = broadcast[0]
-            extend_broadcast(conn, source_id, first, last)
+            widen_broadcast(conn, source_id, first, last)
         insert_danmaku(conn, COLUMNS, [(source_id, d.sent_at_ms, d.sender, d.text) for d in part])
     return created

@@ -29,7 +29,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, case, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from danmaku.processes import pid_alive
@@ -212,15 +212,6 @@ def continued_broadcast(conn: Connection, room_id: int, first_ms: int, last_ms: 
         .order_by(Source.started_at_ms).limit(1)
     ).first()
     return (row[0], row[1], row[2]) if row else None
-
-
-def extend_broadcast(conn: Connection, source_id: int, first_ms: int, last_ms: int) -> None:
-    """Widen a broadcast's time span to cover [first, last]."""
-    conn.execute(update(Source).where(Source.id == source_id).values(
-        started_at_ms=func.min(Source.started_at_ms, first_ms) if conn.dialect.name == "sqlite"
-        else func.least(Source.started_at_ms, first_ms),
-        ended_at_ms=func.max(Source.ended_at_ms, last_ms) if conn.dialect.name == "sqlite"
-        else func.greatest(Source.ended_at_ms, last_ms)))
 
 
 def upsert_source(conn: Connection, key: str, kind: str, origin: str,
@@ -421,3 +412,92 @@ def _pair_with_unkeyed(conn: Connection, source_id: int, rows: list[Sequence[Any
         else:
             rest.append(row)
     return updates, rest
+
+
+# -- live recorder (danmaku.live) ---------------------------------------------------------------
+# A recorded broadcast is a LIVE_BROADCAST source like an imported one (key
+# ``live:{room_id}:{started_ms}``); its ``status`` says whether the recorder still
+# writes to it. Its danmaku carry the recorder's message identity in ``dmid``
+# (``danmaku.live.messages.chat_identity``), so the (source, dmid) unique index
+# makes every write idempotent: a reconnect or a restart never stores a message twice.
+
+LIVE_ON_AIR = "on_air"
+"""Open: the room is broadcasting."""
+LIVE_CHAT = "chat"
+"""Open: chat while the room is not broadcasting (cut by silence, as the importer cuts)."""
+LIVE_ENDED = "ended"
+"""Closed by PREPARING, by a long silence, or found stale when the recorder started."""
+LIVE_OPEN_STATUSES = (LIVE_ON_AIR, LIVE_CHAT)
+LIVE_DANMAKU_POOL = 0
+LIVE_SUPER_CHAT_POOL = 3
+"""``pool`` of a super chat (the video pools are 0 normal, 1 subtitle, 2 special)."""
+LIVE_FIELDS = ("dmid", "sent_at_ms", "sender", "text", "mode", "color", "font_size", "pool")
+
+
+def open_live_broadcast(conn: Connection, room_id: int, started_ms: int, status: str,
+                        origin: str) -> int:
+    """Id of the recorded broadcast of this room starting at ``started_ms`` (created if new).
+
+    Opening a source that exists (the recorder restarted on the same ``LIVE``)
+    writes to it again with the given status.
+    """
+    source_id, created = upsert_source(
+        conn, source_key_live(room_id, started_ms), LIVE_BROADCAST, origin,
+        {"room_id": room_id, "started_at_ms": started_ms, "ended_at_ms": started_ms, "status": status})
+    if not created:
+        set_live_status(conn, source_id, status)
+    return source_id
+
+
+def set_live_status(conn: Connection, source_id: int, status: str) -> None:
+    conn.execute(update(Source).where(Source.id == source_id).values(status=status))
+
+
+def add_live_danmaku(conn: Connection, source_id: int, rows: Sequence[Sequence[Any]]) -> list[int]:
+    """Store live danmaku (tuples in ``LIVE_FIELDS`` order); returns the dmids that were new.
+
+    Rows whose (source, dmid) is stored are skipped. The source's time range
+    grows to cover the new rows, so ``ended_at_ms`` is the last danmaku even
+    when the recorder is killed before the broadcast closes.
+    """
+    if not rows:
+        return []
+    stmt = _dialect_insert(conn, Danmaku).on_conflict_do_nothing(
+        index_elements=["source_id", "dmid"], index_where=Danmaku.dmid.isnot(None)
+    ).returning(Danmaku.dmid)
+    new = list(conn.execute(stmt, [dict(zip(LIVE_FIELDS, row, strict=True), source_id=source_id)
+                                   for row in rows]).scalars())
+    if new:
+        times = [row[1] for row in rows]
+        widen_broadcast(conn, source_id, min(times), max(times))
+    return new
+
+
+def close_live_broadcast(conn: Connection, source_id: int, ended_ms: int) -> None:
+    """Mark a recorded broadcast ended at ``ended_ms`` (never before its last danmaku)."""
+    conn.execute(update(Source).where(Source.id == source_id).values(status=LIVE_ENDED))
+    widen_broadcast(conn, source_id, None, ended_ms)
+
+
+def close_stale_live_broadcasts(conn: Connection, room_id: int, before_ms: int) -> int:
+    """End this room's open broadcasts last written before ``before_ms`` (a recorder that died)."""
+    result = conn.execute(update(Source).where(
+        Source.kind == LIVE_BROADCAST, Source.room_id == room_id,
+        Source.status.in_(LIVE_OPEN_STATUSES), Source.ended_at_ms < before_ms,
+    ).values(status=LIVE_ENDED))
+    return result.rowcount or 0
+
+
+def widen_broadcast(conn: Connection, source_id: int, first: int | None, last: int | None) -> None:
+    """Widen a broadcast's time span to cover [first, last] (NULL ends are filled)."""
+    values = {}
+    if first is not None:
+        values["started_at_ms"] = case(
+            (Source.started_at_ms.is_(None) | (Source.started_at_ms > first), first),
+            else_=Source.started_at_ms)
+    if last is not None:
+        values["ended_at_ms"] = case(
+            (Source.ended_at_ms.is_(None) | (Source.ended_at_ms < last), last),
+            else_=Source.ended_at_ms)
+    if values:
+        conn.execute(update(Source).where(Source.id == source_id).values(values))

@@ -8,41 +8,28 @@ disables itself.
 
 A rewritten request goes back to the scheduler (Scrapy's way for a middleware
 to change a URL) with ``dont_filter``; the dupefilter and ``JOBDIR`` keep
-seeing the original Bilibili URL.
+seeing the original Bilibili URL. The rewrite itself is ``danmaku.bilibili.base_url``,
+shared with the live recorder.
 """
 
 from __future__ import annotations
 
 import os
-from urllib.parse import urlsplit, urlunsplit
 
 from scrapy import Request
 from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
 
-ENV_VAR = "DANMAKU_BILIBILI_BASE_URL"
+from danmaku.bilibili.base_url import ENV_VAR, check_base_url, rebase_url
 
-
-def rebase_url(url: str, base: str) -> str:
-    """``url`` with the scheme and host of ``base`` (and its path as a prefix); idempotent."""
-    target = urlsplit(base)
-    parts = urlsplit(url)
-    prefix = target.path.rstrip("/")
-    if (parts.scheme, parts.netloc) == (target.scheme, target.netloc) and (
-        not prefix or parts.path == prefix or parts.path.startswith(prefix + "/")
-    ):
-        return url
-    return urlunsplit((target.scheme, target.netloc, prefix + parts.path, parts.query, ""))
+__all__ = ["ENV_VAR", "BaseUrlMiddleware", "rebase_url"]
 
 
 class BaseUrlMiddleware:
     """Rewrites each request's origin to ``BILIBILI_BASE_URL``."""
 
     def __init__(self, base: str) -> None:
-        parts = urlsplit(base)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"BILIBILI_BASE_URL must be http(s)://host[:port][/path]: {base!r}")
-        self.base = base
+        self.base = check_base_url(base)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> BaseUrlMiddleware:

@@ -8,7 +8,8 @@ fetched once per crawl by this middleware itself and again after
 ``SESSDATA`` is a logged-in session: read only from the environment variable
 ``DANMAKU_BILIBILI_SESSDATA``, sent only to the danmaku-history endpoint, never put
 in settings, logs, items or the store. Scrapy's own cookie handling is off
-(``COOKIES_ENABLED = False``): this middleware is the only cookie source.
+(``COOKIES_ENABLED = False``): this middleware is the only cookie source. The pure
+parts are ``danmaku.bilibili.device``, shared with the live recorder.
 
 Cookies are attached at send time only, in ``process_request``, and taken off
 again from every request that goes (back) to the scheduler (the
@@ -24,24 +25,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 
 from scrapy import Request, signals
 from scrapy.crawler import Crawler
 
+from danmaku.bilibili.device import SESSDATA_ENV, cookie_header, cookies_from_finger, sessdata_from_env
 from danmaku.crawl import api
 from danmaku.crawl.middlewares import INTERNAL
 from danmaku.crawl.middlewares.errors import RISK_CONTROL
 
 logger = logging.getLogger(__name__)
 
-SESSDATA_ENV = "DANMAKU_BILIBILI_SESSDATA"
-
-
-def sessdata_from_env() -> str | None:
-    """The user's SESSDATA, if they chose to give one (never logged)."""
-    value = os.environ.get(SESSDATA_ENV, "").strip()
-    return value or None
+__all__ = ["SESSDATA_ENV", "DeviceCookiesMiddleware", "sessdata_from_env"]
 
 
 def drop_cookies(request: Request) -> None:
@@ -81,7 +76,7 @@ class DeviceCookiesMiddleware:
         if self._sessdata and api.is_history_url(request.url):
             cookies["SESSDATA"] = self._sessdata
         if cookies:
-            request.headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+            request.headers["Cookie"] = cookie_header(cookies)
 
     async def device_cookies(self) -> dict[str, str]:
         if self._lock is None:
@@ -95,8 +90,7 @@ class DeviceCookiesMiddleware:
         request = Request(api.finger_url(), meta={INTERNAL: "device cookies"}, dont_filter=True)
         try:
             response = await self.crawler.engine.download_async(request)
-            data = json.loads(response.body)["data"]
-            cookies = {"buvid3": str(data["b_3"]), "buvid4": str(data["b_4"])}
+            cookies = cookies_from_finger(json.loads(response.body))
         except Exception as error:  # crawl on without them, and say so
             logger.warning("could not get device cookies from finger/spi (%s); "
                            "continuing without them (expect -352 answers)", error)

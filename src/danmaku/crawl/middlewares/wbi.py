@@ -6,81 +6,42 @@ in ``nav``'s ``data.wbi_img``; it rotates daily, so it is cached for
 ``DANMAKU_WBI_KEY_MAX_AGE`` seconds (default 6 h) and fetched again whenever a signed
 request meets ``-352`` (``danmaku.crawl.middlewares.errors`` sends ``RISK_CONTROL``).
 ``nav`` is fetched by the middleware itself, through the other middlewares but
-not the scheduler. Algorithm and test vectors: ``../shared/docs/bilibili-api.md``.
+not the scheduler. The signing itself is ``danmaku.bilibili.wbi`` (shared with the live
+recorder); algorithm and test vectors: ``../shared/docs/bilibili-api.md``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping
-from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from scrapy import Request
 from scrapy.crawler import Crawler
 
+from danmaku.bilibili.wbi import (
+    MIXIN_KEY_ORDER,
+    WbiKeyError,
+    key_from_nav,
+    keys_from_nav,
+    mixin_key,
+    sign_url,
+    signed_query,
+)
 from danmaku.crawl import api
 from danmaku.crawl.middlewares import INTERNAL, WBI_KEY, WBI_WTS
 from danmaku.crawl.middlewares.errors import RISK_CONTROL
 
 logger = logging.getLogger(__name__)
 
-MIXIN_KEY_ORDER = (
-    46, 47, 18, 2, 53, 8, 23, 32, 15, 50, 10, 31, 58, 3, 45, 35, 27, 43, 5, 49, 33, 9, 42, 19, 29,
-    28, 14, 39, 12, 38, 41, 13, 37, 48, 7, 16, 24, 55, 40, 61, 26, 17, 0, 1, 60, 51, 30, 4, 22, 25,
-    54, 21, 56, 59, 6, 63, 57, 62, 11, 36, 20, 34, 44, 52,
-)
-_DROP_FROM_VALUES = str.maketrans("", "", "!'()*")
-_URI_COMPONENT_SAFE = "!'()*"  # with quote()'s own A-Za-z0-9_.-~: encodeURIComponent's set
+__all__ = [  # the pure parts live in danmaku.bilibili.wbi; re-exported for the crawler's callers
+    "MIXIN_KEY_ORDER", "WbiKeyError", "WbiMiddleware", "keys_from_nav", "mixin_key", "sign_url",
+    "signed_query",
+]
+
 SIGNATURE_TTL_S = 60
 """A signature older than this (a request that waited in a queue) is made again."""
-
-
-class WbiKeyError(RuntimeError):
-    """``nav`` did not give usable WBI keys."""
-
-
-def mixin_key(img_key: str, sub_key: str) -> str:
-    """The 32-character signing key: ``img_key + sub_key`` reordered, truncated."""
-    raw = img_key + sub_key
-    if len(raw) != 64:
-        raise WbiKeyError(f"WBI keys must be 32+32 characters, got {len(img_key)}+{len(sub_key)}")
-    return "".join(raw[i] for i in MIXIN_KEY_ORDER)[:32]
-
-
-def keys_from_nav(payload: Mapping) -> tuple[str, str]:
-    """(img_key, sub_key): the file names, without extension, in ``data.wbi_img``."""
-    try:
-        wbi_img = payload["data"]["wbi_img"]
-        return tuple(  # type: ignore[return-value]
-            urlsplit(wbi_img[name]).path.rsplit("/", 1)[-1].split(".", 1)[0]
-            for name in ("img_url", "sub_url")
-        )
-    except (KeyError, TypeError, AttributeError) as error:
-        raise WbiKeyError(f"nav answer without data.wbi_img ({error!r})") from None
-
-
-def signed_query(params: Mapping[str, object], key: str, wts: int) -> str:
-    """The query string with ``wts`` and ``w_rid`` for these parameters."""
-    values = {str(k): str(v).translate(_DROP_FROM_VALUES) for k, v in params.items()}
-    values["wts"] = str(wts)
-    query = "&".join(
-        f"{quote(k, safe=_URI_COMPONENT_SAFE)}={quote(v, safe=_URI_COMPONENT_SAFE)}"
-        for k, v in sorted(values.items())
-    )
-    w_rid = hashlib.md5((query + key).encode("utf-8")).hexdigest()
-    return f"{query}&w_rid={w_rid}"
-
-
-def sign_url(url: str, key: str, wts: int) -> str:
-    """``url`` signed afresh (any earlier ``wts``/``w_rid`` replaced)."""
-    parts = urlsplit(url)
-    params = {k: v for k, v in parse_qsl(parts.query, keep_blank_values=True)
-              if k not in ("wts", "w_rid")}
-    return urlunsplit(parts._replace(query=signed_query(params, key, wts)))
 
 
 class WbiMiddleware:
@@ -135,7 +96,7 @@ class WbiMiddleware:
             payload = json.loads(response.body)
         except ValueError as error:
             raise WbiKeyError(f"nav answered HTTP {response.status} without JSON") from error
-        key = mixin_key(*keys_from_nav(payload))
+        key = key_from_nav(payload)
         self.crawler.stats.inc_value("danmaku/wbi_key_fetches")
         logger.info("WBI keys fetched from nav")
         return key
