@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -86,3 +87,17 @@ def test_scrapy_crawl_works_anywhere_with_the_settings_module(mock, catalog, tmp
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert stored_danmaku(db) == catalog.expected_danmaku({51364753})
+
+
+def test_crawled_danmaku_over_the_length_cap_are_counted_not_stored(mock, catalog, tmp_path):
+    db = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    done = subprocess.run(danmaku_command("video", "av51364753"), cwd=tmp_path,
+                          env=crawl_env(mock.url, db, {"DANMAKU_MAX_DANMAKU_CHARS": "3"}),
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    everything = catalog.expected_danmaku({51364753})
+    short = [row for row in everything if len(row[5]) <= 3]
+    assert 0 < len(short) < len(everything)
+    assert stored_danmaku(db) == short
+    stats = json.loads(crawl_runs(db)[-1]["stats_json"])
+    assert stats["rejected_long"] == len(everything) - len(short)

@@ -212,3 +212,19 @@ def test_recorder_stops_cleanly_when_cancelled(tmp_path: Path) -> None:
     asyncio.run(main())
     with engine.connect() as conn:
         assert conn.execute(text("SELECT status FROM run")).scalar() == "interrupted"
+
+
+def test_danmaku_over_the_length_cap_are_counted_not_stored(tmp_path: Path, monkeypatch) -> None:
+    """The store's one cap (DANMAKU_MAX_DANMAKU_CHARS) holds for the recorder as for imports and crawls."""
+    monkeypatch.setenv("DANMAKU_MAX_DANMAKU_CHARS", "4")
+    room = build_room(10001030, sorted((LIVE_FIXTURES / "10001030").glob("*.txt")))
+    sent = [row for _, rows in expected_broadcasts(room) for row in rows]
+    short = sorted(row for row in sent if len(row[2]) <= 4)
+    assert 0 < len(short) < len(sent)
+    engine = make_engine(f"sqlite:///{tmp_path / 's.sqlite'}")
+    with LiveMock([room]) as mock:
+        summary, _ = run_recorder(engine, [10001030], fast_options(mock), expect_rows=len(short),
+                                  settle=not_broadcasting)
+    stored = sorted(row for _, rows in stored_broadcasts(engine, 10001030) for row in rows)
+    assert stored == short
+    assert summary.too_long == len(sent) - len(short)
