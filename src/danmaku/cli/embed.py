@@ -400,8 +400,6 @@ def serve_cmd(
                              max_wait_ms=batch_wait_ms, max_queued_tokens=max_queued_tokens or None)
     except ValueError as err:
         raise _fail(str(err)) from err
-    if api_key is not None and not api_key.strip():
-        raise _fail("--api-key / DANMAKU_API_KEY is empty")
     with console.status(f"loading {model}"):
         try:
             encoder, source = load_encoder(model, settings, ckpt_name=ckpt_name, tuned_dir=tuned_model_dir,
@@ -413,10 +411,13 @@ def serve_cmd(
         console.print(f"[yellow]warning:[/] binding {host} without an API key: anyone who can reach this "
                       "port can use the service; set DANMAKU_API_KEY (or --api-key) to require one")
     name = model_name or Path(model.rstrip("/")).name or "danmaku"
-    app = make_app(
-        encoder, model=name, source=source, api_key=api_key, policy=policy,
-        limits=Limits(max_texts=max_texts, max_text_chars=max_text_chars, max_body_bytes=max_body_bytes),
-    )
+    try:
+        app = make_app(
+            encoder, model=name, source=source, api_key=api_key, policy=policy,
+            limits=Limits(max_texts=max_texts, max_text_chars=max_text_chars, max_body_bytes=max_body_bytes),
+        )
+    except ValueError as err:
+        raise _fail(f"--api-key / DANMAKU_API_KEY: {err}") from err
 
     def ready(url: str) -> None:
         auth = "API key required" if api_key else "no API key"

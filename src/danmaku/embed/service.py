@@ -236,8 +236,10 @@ def make_app(
     a description of what was loaded; ``api_key`` (non-empty) makes every route but
     ``/health`` require ``Authorization: Bearer KEY``.
     """
-    if api_key is not None and not api_key.strip():
-        raise ValueError("an API key must not be empty")
+    if api_key is not None and not (api_key.strip() and api_key.isascii() and api_key.isprintable()
+                                    and " " not in api_key):
+        raise ValueError("the API key must be non-empty printable ASCII without spaces (it travels in the "
+                         "HTTP header 'Authorization: Bearer KEY')")
     limits, policy = limits or Limits(), policy or BatchPolicy()
     s = encoder.settings
     app = web.Application(client_max_size=limits.max_body_bytes, middlewares=[_middleware])
