@@ -269,7 +269,7 @@ def test_overloaded_server_answers_503_keeps_memory_flat_and_every_accepted_vect
     def read_stderr() -> None:
         for line in proc.stderr:
             lines.append(line)
-            if "serving" in line and "http://" in line:
+            if "serving on" in line:
                 ready.set()
 
     threading.Thread(target=read_stderr, daemon=True).start()

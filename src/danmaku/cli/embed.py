@@ -421,8 +421,8 @@ def serve_cmd(
 
     def ready(url: str) -> None:
         auth = "API key required" if api_key else "no API key"
-        console.print(f"serving {name!r} on {url} (POST /encode, POST /v1/embeddings, POST /tokenize, "
-                      f"GET /health /info /status /metrics; {auth}); Ctrl-C stops")
+        console.print(f"serving on {url} as model {name!r} (POST /encode, POST /v1/embeddings, POST "
+                      f"/tokenize, GET /health /info /status /metrics; {auth}); Ctrl-C stops")
 
     try:
         asyncio.run(serve(app, host, port, on_ready=ready))
