@@ -16,14 +16,18 @@ References: ``pipeline("feature-extraction")`` with ``batch_size`` (what
 tokenizer + ``BertModel`` on batches in input order. Both end with the
 REDUCE_MEAN pooling, and the vectors are checked against ours.
 
-The service part starts ``danmaku embed serve`` in a subprocess and drives it from
-here with a bounded load generator: C clients, each sending a fixed number of
-requests of 4 phrases back to back, for C = 1, 8, 32.
+The service part starts ``danmaku embed serve`` twice -- token-bounded batches with a
+bounded queue (the defaults) and the text-count batching it had before (no token or
+queue bound) -- and drives both from here with a bounded load generator: C clients,
+each sending a fixed number of requests of 4 phrases back to back, for C = 1, 8, 32,
+128, one server after the other at each level. It reports answered requests/s,
+p50/p99 latency of the answered requests, 503s, the mean batch and the server's
+peak RSS so far (VmHWM).
 
 Thread pools that spin-wait (torch's OpenMP) suffer most when other work
 shares the cores, so the comparison is also made with one thread per side.
 
-    python bench/embed.py [--batch-size 32] [--rounds 5] [--threads 2 1]
+    python bench/embed.py [--batch-size 32] [--rounds 5] [--threads 2 1] [--only serve]
 """
 
 from __future__ import annotations
@@ -191,32 +195,48 @@ def bench_encode(model_dir: Path, batch_size: int, rounds: int,
 
 
 # -- the service ------------------------------------------------------------------
-async def load(url: str, clients: int, per_client: int, texts: list[str]) -> tuple[list[float], float]:
-    from aiohttp import ClientSession, ClientTimeout
+# Two batching policies of the same server, driven alike: today's token-bounded batches with a
+# bounded queue (the defaults), and the text-count batching the service had before (no token
+# bound, no queue bound).
+SERVICE_MODES = {
+    "token-bounded (default)": [],
+    "text-count (before)": ["--max-batch-tokens", "0", "--max-queued-tokens", "0"],
+}
+LEVELS = ((1, 32), (8, 8), (32, 4), (128, 2))  # (clients, requests per client)
+
+
+async def load(url: str, clients: int, per_client: int, texts: list[str]) -> tuple[list[float], int, float]:
+    """Latencies of the answered requests, how many got 503, and the wall time."""
+    from aiohttp import ClientSession, ClientTimeout, TCPConnector
 
     latencies: list[float] = []
+    refused = 0
 
     async def client(k: int, session) -> None:
+        nonlocal refused
         for r in range(per_client):
             start = (k * 7 + r * 4) % (len(texts) - 4)
             t0 = time.perf_counter()
             body = {"id": r, "texts": texts[start : start + 4]}
             async with session.post(f"{url}/encode", json=body) as resp:
-                assert resp.status == 200, await resp.text()
                 await resp.read()
+                if resp.status == 503:
+                    refused += 1
+                    continue
+                assert resp.status == 200, await resp.text()
             latencies.append(time.perf_counter() - t0)
 
-    async with ClientSession(timeout=ClientTimeout(total=300)) as session:
+    async with ClientSession(timeout=ClientTimeout(total=600), connector=TCPConnector(limit=0)) as session:
         await client(0, session)  # warm-up request
         latencies.clear()
         started = time.perf_counter()
         await asyncio.gather(*(client(k, session) for k in range(clients)))
-        return latencies, time.perf_counter() - started
+        return latencies, refused, time.perf_counter() - started
 
 
 def percentile_ms(seconds: list[float], q: float) -> float:
     ordered = sorted(seconds)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
 
 
 def status(url: str) -> dict:
@@ -227,11 +247,19 @@ def status(url: str) -> dict:
         return json.load(response)["load"]
 
 
-def bench_service(model_dir: Path, batch_size: int) -> tuple[list[tuple], float]:
+def peak_rss_of(pid: int) -> float:
+    """VmHWM: the process's peak RSS so far, MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_service(model_dir: Path, batch_size: int, extra: list[str]) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "danmaku", "embed", "serve", "-m", str(model_dir), "--port", "0",
-         "--batch-size", str(batch_size)],
+         "--batch-size", str(batch_size), *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
     )
     found: list[str] = []
@@ -244,23 +272,34 @@ def bench_service(model_dir: Path, batch_size: int) -> tuple[list[tuple], float]
                 ready.set()
 
     threading.Thread(target=read, daemon=True).start()
-    rows = []
+    if not ready.wait(600):
+        proc.kill()
+        raise SystemExit("service did not start:\n" + "".join(found))
+    return proc, re.search(r"http://[0-9.]+:\d+", "".join(found)).group()
+
+
+def bench_service(model_dir: Path, batch_size: int) -> dict[str, list[tuple]]:
+    """Both modes' servers up at once (idle ones cost nothing); each level runs on one, then the
+    other, so that load from other users of the machine hits both alike."""
+    servers = {mode: start_service(model_dir, batch_size, extra) for mode, extra in SERVICE_MODES.items()}
+    rows: dict[str, list[tuple]] = {mode: [] for mode in servers}
+    texts = phrases()
     try:
-        if not ready.wait(300):
-            raise SystemExit("service did not start:\n" + "".join(found))
-        url = re.search(r"http://[0-9.]+:\d+", "".join(found)).group()
-        texts = phrases()
-        for clients, per_client in ((1, 64), (8, 16), (32, 8)):
-            before = status(url)
-            latencies, seconds = asyncio.run(load(url, clients, per_client, texts))
-            after = status(url)
-            batch = (after["texts"] - before["texts"]) / max(1, after["batches"] - before["batches"])
-            rows.append((clients, len(latencies), len(latencies) / seconds, 4 * len(latencies) / seconds,
-                         percentile_ms(latencies, 0.50), percentile_ms(latencies, 0.99), batch))
+        for clients, per_client in LEVELS:
+            for mode, (proc, url) in servers.items():
+                before = status(url)
+                latencies, refused, seconds = asyncio.run(load(url, clients, per_client, texts))
+                after = status(url)
+                batches = max(1, after["batches"] - before["batches"])
+                rows[mode].append((clients, len(latencies) + refused, len(latencies) / seconds,
+                                   percentile_ms(latencies, 0.50), percentile_ms(latencies, 0.99), refused,
+                                   (after["texts"] - before["texts"]) / batches, peak_rss_of(proc.pid)))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        _, _, usage = os.wait4(proc.pid, 0)
-    return rows, usage.ru_maxrss / 1024
+        for proc, _ in servers.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc, _ in servers.values():
+            proc.wait(timeout=120)
+    return rows
 
 
 def main() -> None:
@@ -270,6 +309,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, nargs="+", default=[os.cpu_count() or 2, 1],
                         help="thread counts to compare at (default: all cores, then 1)")
+    parser.add_argument("--only", choices=("all", "encode", "serve"), default="all",
+                        help="run only the encode comparison or only the service part")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     work = Path(tempfile.mkdtemp(prefix="danmaku-bench-embed-"))
@@ -281,7 +322,7 @@ def main() -> None:
         maker.start()
         maker.join()
         n = len(phrases())
-        for threads in args.threads:
+        for threads in args.threads if args.only in ("all", "encode") else []:
             print(f"\n## encode: {n} meme phrases, BERT-base random, batch {args.batch_size}, "
                   f"max_seq_len {MAX_SEQ_LEN}, CPU, {threads} thread(s), median of {args.rounds} "
                   f"(load average {os.getloadavg()[0]:.1f})")
@@ -291,14 +332,19 @@ def main() -> None:
             print("|---|---:|---:|---:|---:|")
             for name, median, best, rss in rows:
                 print(f"| {name} | {median:.1f} | {best:.1f} | {ours / median:.2f}x | {rss:.0f} |")
-        print(f"\n## serve: requests of 4 phrases, batch {args.batch_size}, load generator in this process "
-              f"(load average {os.getloadavg()[0]:.1f})")
-        service_rows, rss = bench_service(model_dir, args.batch_size)
-        print("| clients | requests | requests/s | sentences/s | p50 ms | p99 ms | mean batch (texts) |")
-        print("|---:|---:|---:|---:|---:|---:|---:|")
-        for clients, count, rps, sps, p50, p99, batch in service_rows:
-            print(f"| {clients} | {count} | {rps:.1f} | {sps:.1f} | {p50:.0f} | {p99:.0f} | {batch:.1f} |")
-        print(f"\nservice peak RSS: {rss:.0f} MiB")
+        if args.only in ("all", "serve"):
+            print(f"\n## serve: requests of 4 phrases, batch {args.batch_size}, max_seq_len {MAX_SEQ_LEN}, "
+                  f"load generator in this process (load average {os.getloadavg()[0]:.1f})")
+            service_rows = bench_service(model_dir, args.batch_size)
+            print("| batching | clients | requests | requests/s | p50 ms | p99 ms | 503s "
+                  "| mean batch (texts) | peak RSS MiB |")
+            print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+            for clients_index in range(len(LEVELS)):
+                for mode, mode_rows in service_rows.items():
+                    clients, count, rps, p50, p99, refused, batch, rss = mode_rows[clients_index]
+                    print(f"| {mode} | {clients} | {count} | {rps:.1f} | {p50:.0f} | {p99:.0f} | {refused} "
+                          f"| {batch:.1f} | {rss:.0f} |")
+            print(f"\n(load average {os.getloadavg()[0]:.1f} at the end)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -365,32 +365,64 @@ def serve_cmd(
     tuned_model_dir: TunedOption = None,
     ckpt_name: CkptOption = None,
     do_lower_case: LowerOption = True,
+    model_name: Annotated[str | None, typer.Option(
+        "--model-name", help="Name clients pass as `model` to /v1/embeddings (default: --model's last "
+        "path component).")] = None,
+    api_key: Annotated[str | None, typer.Option(
+        "--api-key", envvar="DANMAKU_API_KEY", show_envvar=True,
+        help="Require 'Authorization: Bearer KEY' on every route but /health (prefer the environment "
+        "variable: a command line is visible to other users).")] = None,
     max_texts: Annotated[int, typer.Option(min=1, help="Texts per request (more: 413).")] = 256,
     max_text_chars: Annotated[int, typer.Option(min=1, help="Characters per text (more: 413).")] = 10_000,
     max_body_bytes: Annotated[int, typer.Option(min=1024, help="Request body size (more: 413).")] = 4 << 20,
     max_batch_texts: Annotated[int, typer.Option(min=1, help="Texts merged into one model call.")] = 256,
+    max_batch_tokens: Annotated[int | None, typer.Option(
+        min=0, help="Tokens merged into one model call ([CLS]/[SEP] included; a longer request runs alone); "
+        "default --batch-size x --max-seq-len; 0 = bounded by texts only.")] = None,
+    max_queued_tokens: Annotated[int, typer.Option(
+        min=0, help="Tokens allowed to wait for the model; beyond it requests get 503 + Retry-After at once "
+        "(0 = no bound).")] = 65_536,
     batch_wait_ms: Annotated[float, typer.Option(min=0, help="How long the first request waits for "
                                                  "others to join its batch.")] = 5.0,
 ) -> None:
-    """HTTP service with bert-as-service's shape: POST /encode, GET /status.
+    """HTTP service: bert-as-service's POST /encode, OpenAI's POST /v1/embeddings, POST /tokenize,
+    GET /health, /info, /status, /metrics (Prometheus).
 
     Example: danmaku embed serve -m run/model.ckpt-12000 --port 8125, then
-    curl -s localhost:8125/encode -d '{"id": 1, "texts": ["阿夸", "晚安"]}'
+    curl -s localhost:8125/v1/embeddings -d '{"model": "model.ckpt-12000", "input": ["阿夸", "晚安"]}'
     """
-    from danmaku.embed.service import BatchPolicy, Limits, make_app, serve
+    from danmaku.embed.service import BatchPolicy, Limits, is_loopback, make_app, serve
 
-    encoder = _load(model, _settings(pooling, pooling_layer, max_seq_len, batch_size),
-                    tuned=tuned_model_dir, ckpt=ckpt_name, lower=do_lower_case)
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        console.print(f"[yellow]warning:[/] binding {host}: the service has no authentication")
-    app = make_app(
-        encoder, model=model,
-        limits=Limits(max_texts=max_texts, max_text_chars=max_text_chars, max_body_bytes=max_body_bytes),
-        policy=BatchPolicy(max_batch_texts=max_batch_texts, max_wait_ms=batch_wait_ms),
-    )
+    settings = _settings(pooling, pooling_layer, max_seq_len, batch_size)
+    batch_tokens = batch_size * max_seq_len if max_batch_tokens is None else max_batch_tokens or None
+    try:
+        policy = BatchPolicy(max_batch_texts=max_batch_texts, max_batch_tokens=batch_tokens,
+                             max_wait_ms=batch_wait_ms, max_queued_tokens=max_queued_tokens or None)
+    except ValueError as err:
+        raise _fail(str(err)) from err
+    with console.status(f"loading {model}"):
+        try:
+            encoder, source = load_encoder(model, settings, ckpt_name=ckpt_name, tuned_dir=tuned_model_dir,
+                                           do_lower_case=do_lower_case)
+        except ModelError as err:
+            raise _fail(str(err)) from err
+    console.print(f"[dim]model: {source}[/]")
+    if not is_loopback(host) and api_key is None:
+        console.print(f"[yellow]warning:[/] binding {host} without an API key: anyone who can reach this "
+                      "port can use the service; set DANMAKU_API_KEY (or --api-key) to require one")
+    name = model_name or Path(model.rstrip("/")).name or "danmaku"
+    try:
+        app = make_app(
+            encoder, model=name, source=source, api_key=api_key, policy=policy,
+            limits=Limits(max_texts=max_texts, max_text_chars=max_text_chars, max_body_bytes=max_body_bytes),
+        )
+    except ValueError as err:
+        raise _fail(f"--api-key / DANMAKU_API_KEY: {err}") from err
 
     def ready(url: str) -> None:
-        console.print(f"serving on {url} (POST /encode, GET /status); Ctrl-C stops")
+        auth = "API key required" if api_key else "no API key"
+        console.print(f"serving on {url} as model {name!r} (POST /encode, POST /v1/embeddings, POST "
+                      f"/tokenize, GET /health /info /status /metrics; {auth}); Ctrl-C stops")
 
     try:
         asyncio.run(serve(app, host, port, on_ready=ready))

@@ -237,24 +237,56 @@ def evaluate_cmd(
 @pretrain_app.command()
 def export(
     run_dir: Annotated[Path, typer.Argument(help="Run dir (or any model load_bert reads).")],
-    fmt: Annotated[str, typer.Option("--format", help="google or hf.")] = "google",
+    fmt: Annotated[str, typer.Option("--format", help="google, hf or sentence-transformers.")] = "google",
     out: Annotated[Path | None, typer.Option(help="Output dir (RUN_DIR/export-FORMAT).")] = None,
     ckpt_name: Annotated[str | None, typer.Option(help="Checkpoint to export (default: newest).")] = None,
+    instances: Annotated[Path | None, typer.Option(
+        help="Instances to measure the model card's four metrics on (default: the run's).")] = None,
+    eval_steps: Annotated[int, typer.Option(
+        help="Eval batches of 8 per split for the card (Google's 100; 0 = every instance).")] = 100,
+    measure: Annotated[bool, typer.Option(
+        "--measure/--no-measure", help="Measure the card's metrics and meme score (else provenance only).")
+    ] = True,
+    max_seq_len: Annotated[int, typer.Option(
+        "--max-seq-len", min=2, help="sentence-transformers: max_seq_length, counting [CLS] and [SEP] "
+        "(embed encode's default).")] = 32,
+    base_model: Annotated[str | None, typer.Option(
+        help="Hub id of the base model for the card (default: google-bert/bert-base-chinese when the run "
+        "continued chinese_L-12_H-768_A-12).")] = None,
+    license_: Annotated[str, typer.Option("--license", help="License id for the card.")] = "apache-2.0",
 ) -> None:
-    """Export a trained model for bert-as-service / Google tools (google) or transformers (hf).
+    """Export a trained model for bert-as-service / Google tools (google), transformers (hf) or
+    sentence-transformers, with a model card (README.md).
 
-    Example: danmaku pretrain export run/ --format google --out tuned/
+    Example: danmaku pretrain export run/ --format sentence-transformers --out danmaku-st/
+             danmaku pretrain export run/ --format google --out tuned/
              bert-serving-start -model_dir chinese_L-12_H-768_A-12 -tuned_model_dir tuned/
                -ckpt_name model.ckpt-12000
     """
     _quiet_tf()
     from danmaku.pretrain.export import FORMATS, export_model
     from danmaku.pretrain.loading import load_bert
+    from danmaku.pretrain.model_card import gather
 
     with _user_errors():
         if fmt not in FORMATS:
             raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}")
-        bert = load_bert(run_dir, ckpt_name=ckpt_name)
-        target = out or run_dir / f"export-{fmt}"
-        written = export_model(bert, target, fmt=fmt)
-    console.print(f"exported {bert.source} -> {written}")
+        if instances is not None and not instances.is_dir():
+            raise FileNotFoundError(f"instances directory not found: {instances}")
+        with console.status(f"loading {run_dir}") as status:
+            bert = load_bert(run_dir, ckpt_name=ckpt_name)
+            target = out or run_dir / f"export-{fmt}"
+            card = gather(bert, fmt=fmt, name=target.resolve().name, model_path=run_dir,
+                          instances_dir=instances, measure=measure, eval_steps=eval_steps or None,
+                          base_model=base_model,
+                          license=license_, max_seq_length=max_seq_len,
+                          on_stage=lambda stage: status.update(f"{stage} ({bert.source})"))
+            status.update(f"writing {target}")
+            written = export_model(bert, target, fmt=fmt, card=card, max_seq_length=max_seq_len)
+    for note in card.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    if measure and card.evaluation is None:
+        console.print(f"[yellow]note:[/] model card without the four metrics: {card.evaluation_note}")
+    if card.meme is not None:
+        console.print(f"meme score (group MRR): {card.meme['mrr']:.3f} (chance {card.meme['chance']:.3f})")
+    console.print(f"exported {bert.source} -> {written} (model card: {Path(target) / 'README.md'})")

@@ -1,266 +1,253 @@
-"""``danmaku embed serve``: bert-as-service's HTTP interface on aiohttp, with dynamic batching.
+"""``danmaku embed serve``: the aiohttp application -- bert-as-service's routes, OpenAI's, operations.
 
-Endpoints (bert-as-service's HTTP shape):
+Routes:
 
 * ``POST /encode`` ``{"id": 1, "texts": ["...", ...], "is_tokenized": false}`` ->
-  ``{"id": 1, "result": [[...], ...]}``; with ``is_tokenized`` each text is a
-  list of word pieces (unknown ones become ``[UNK]``).
-* ``GET /status`` -> model, pooling, layers, limits and load counters.
+  ``{"id": 1, "result": [[...], ...]}`` (bert-as-service's shape); with
+  ``is_tokenized`` each text is a list of word pieces (unknown ones become ``[UNK]``).
+* ``POST /v1/embeddings``, ``GET /v1/models``: OpenAI's (``routes_openai``).
+* ``POST /tokenize`` ``{"inputs": "..." | [...], "add_special_tokens": true}`` -> per
+  input, the tokens the model sees (text-embeddings-inference's shape):
+  ``[[{"id", "text", "special", "start", "stop"}, ...], ...]`` with ``start``/``stop``
+  character offsets into the input (``null`` for ``[CLS]``/``[SEP]``), cut to ``max_seq_len``.
+* ``GET /health``: 200 ``{"status": "ok"}`` while serving (the server listens only
+  once the model is loaded and traced); 503 while shutting down.
+* ``GET /info``: model, pooling, dimensions, limits, batching, whether a key is needed.
+* ``GET /status``: ``/info``'s bert-as-service subset plus the load counters.
+* ``GET /metrics``: Prometheus text format (``metrics``).
 
-Requests from concurrent clients are merged: a single worker thread runs the
-model; while it works, requests queue; the batcher then takes everything
-waiting (up to ``max_batch_texts``), waiting at most ``max_wait_ms`` after the
-first request for company. Results are split back per request, in order.
-
-Limits, each answered with a JSON ``{"error": ...}``: body larger than
-``max_body_bytes`` -> 413; more than ``max_texts`` texts -> 413; a text longer
-than ``max_text_chars`` characters (or tokens) -> 413; malformed JSON, a wrong
-type or an empty text -> 400 (bert-as-service refused empty strings too).
-The server binds 127.0.0.1 unless told otherwise and shuts down gracefully
-on SIGINT/SIGTERM: it stops accepting, finishes requests in flight, then exits.
+With an API key every route but ``/health`` needs ``Authorization: Bearer KEY``
+(401 otherwise). Requests from concurrent clients share model calls
+(``batching``): the queue is bounded in tokens, and beyond it a request gets 503
+with ``Retry-After`` at once. Every failure is JSON: 400 malformed, 401, 404,
+413 over a limit (body, texts, characters), 503 overloaded. The server binds
+127.0.0.1 unless told otherwise and on SIGINT/SIGTERM stops accepting, finishes
+the requests in flight, then returns.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import hmac
+import ipaddress
 import signal
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
-import numpy as np
 from aiohttp import web
 
+from danmaku import __version__
+from danmaku.embed import routes_openai
+from danmaku.embed.batching import Batcher, BatchPolicy, ClientGone, Overloaded, TooLarge
 from danmaku.embed.encoder import Encoder
+from danmaku.embed.metrics import ServiceMetrics
+from danmaku.embed.serving import (
+    ACCESS,
+    BATCHER,
+    ENCODER,
+    INFO,
+    LIMITS,
+    METRICS,
+    Access,
+    Limits,
+    RequestError,
+    check_texts,
+    encode,
+    read_json,
+)
+
+__all__ = ["BatchPolicy", "Limits", "is_loopback", "make_app", "parse_request", "serve"]
+
+OPEN_ROUTES = ("/health",)
+LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 
 
-@dataclass(frozen=True)
-class Limits:
-    max_texts: int = 256
-    max_text_chars: int = 10_000
-    max_body_bytes: int = 4 * 1024 * 1024
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the service on this machine (the CLI warns otherwise)."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name that may resolve anywhere, or "" / "0.0.0.0"-like wildcards
 
 
-@dataclass(frozen=True)
-class BatchPolicy:
-    max_batch_texts: int = 256
-    max_wait_ms: float = 5.0
+# -- errors, auth, metrics: one middleware ----------------------------------------
+def _route(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
 
 
-@dataclass
-class Load:
-    started: float = field(default_factory=time.time)
-    requests: int = 0
-    texts: int = 0
-    batches: int = 0
-    rejected: int = 0
-    truncated: int = 0
-    queued_texts: int = 0
-    largest_batch: int = 0
-    busy_s: float = 0.0  # time the model worker spent encoding
-
-    def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.pop("started")
-        out["uptime_s"] = round(time.time() - self.started, 1)
-        out["busy_s"] = round(self.busy_s, 3)
-        out["mean_batch_texts"] = round(self.texts / self.batches, 2) if self.batches else 0.0
-        return out
+def _error_response(request: web.Request, err: RequestError, headers: dict[str, str] | None = None
+                    ) -> web.Response:
+    if request.path.startswith("/v1/"):
+        body = routes_openai.error_body(err)
+    else:
+        body = {"error": str(err), "status": err.status}
+    return web.json_response(body, status=err.status, headers=headers)
 
 
-@dataclass
-class _Job:
-    items: list[Any]
-    tokenized: bool
-    future: asyncio.Future
+def _authorized(request: web.Request) -> bool:
+    key = request.app[ACCESS].api_key
+    if key is None or request.path in OPEN_ROUTES:
+        return True
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), key.encode())
 
 
-class Batcher:
-    """Merges queued jobs into one model call on a single worker thread."""
-
-    def __init__(self, encoder: Encoder, policy: BatchPolicy, load: Load) -> None:
-        self.encoder = encoder
-        self.policy = policy
-        self.load = load
-        self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="danmaku-embed")
-        self._task: asyncio.Task | None = None
-        self._arrived = asyncio.Event()
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="danmaku-embed-batcher")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._queue.put_nowait(None)
-            self._arrived.set()
-            await self._task
-        self._executor.shutdown(wait=True)
-
-    async def submit(self, items: list[Any], tokenized: bool) -> np.ndarray:
-        job = _Job(items, tokenized, asyncio.get_running_loop().create_future())
-        self.load.queued_texts += len(items)
-        self._queue.put_nowait(job)
-        self._arrived.set()
-        return await job.future
-
-    def _encode(self, jobs: list[_Job]) -> list[np.ndarray]:
-        started = time.perf_counter()
-        ids: list[list[int]] = []
-        for job in jobs:
-            prepare = self.encoder.ids_for_tokens if job.tokenized else self.encoder.ids_for_texts
-            framed, cut = prepare(job.items)
-            ids += framed
-            self.load.truncated += cut
-        vectors = self.encoder.encode_ids(ids)
-        bounds = np.cumsum([len(j.items) for j in jobs])[:-1]
-        self.load.busy_s += time.perf_counter() - started
-        return np.split(vectors, bounds)
-
-    async def _gather(self, first: _Job) -> tuple[list[_Job], bool]:
-        """``first`` plus whatever arrives within the wait bound; True once told to stop."""
-        loop = asyncio.get_running_loop()
-        jobs, count = [first], len(first.items)
-        deadline = loop.time() + self.policy.max_wait_ms / 1000
-        while count < self.policy.max_batch_texts:
-            self._arrived.clear()
-            while not self._queue.empty() and count < self.policy.max_batch_texts:
-                job = self._queue.get_nowait()
-                if job is None:
-                    return jobs, True
-                jobs.append(job)
-                count += len(job.items)
-            remaining = deadline - loop.time()
-            if count >= self.policy.max_batch_texts or remaining <= 0:
-                break
-            try:  # waiting on an event (not on queue.get) cannot lose a job when it times out
-                await asyncio.wait_for(self._arrived.wait(), remaining)
-            except TimeoutError:
-                if self._queue.empty():
-                    break
-        return jobs, False
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        stopping = False
-        while not stopping:
-            first = await self._queue.get()
-            if first is None:
-                break
-            jobs, stopping = await self._gather(first)
-            texts = sum(len(j.items) for j in jobs)
-            try:
-                results = await loop.run_in_executor(self._executor, self._encode, jobs)
-            except Exception as err:  # noqa: BLE001 -- every waiting client must hear about it
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(err)
-            else:
-                for job, vectors in zip(jobs, results, strict=True):
-                    if not job.future.done():
-                        job.future.set_result(vectors)
-            finally:
-                self.load.queued_texts -= texts
-            self.load.batches += 1
-            self.load.texts += texts
-            self.load.largest_batch = max(self.load.largest_batch, texts)
-
-
-class RequestError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message, "status": status}, status=status)
+async def _answer(request: web.Request, handler: Callable) -> web.StreamResponse:
+    metrics = request.app[METRICS]
+    try:
+        if not _authorized(request):
+            raise RequestError(401, "a valid API key is needed: send the header 'Authorization: Bearer KEY'",
+                               code="invalid_api_key")
+        return await handler(request)
+    except RequestError as err:
+        metrics.refused(err.reason)
+        headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+        return _error_response(request, err, headers)
+    except Overloaded as err:
+        metrics.refused("overloaded")
+        return _error_response(request, RequestError(503, str(err)), {"Retry-After": str(err.retry_after)})
+    except TooLarge as err:
+        metrics.refused("too_large")
+        return _error_response(request, RequestError(413, str(err)))
+    except ClientGone as err:
+        return _error_response(request, RequestError(499, str(err)))  # nginx's "client closed request"
+    except web.HTTPException as err:
+        if err.status < 400:
+            raise
+        message = err.reason
+        if err.status == 413:
+            message = f"request body larger than {request.app[LIMITS].max_body_bytes} bytes"
+        error = RequestError(err.status, message)
+        metrics.refused(error.reason if err.status != 405 else "method_not_allowed")
+        return _error_response(request, error)
+    except Exception as err:  # noqa: BLE001 -- the client gets JSON, the log gets the traceback
+        request.app.logger.exception("request failed")
+        return _error_response(request, RequestError(500, f"internal error: {type(err).__name__}: {err}"))
 
 
 @web.middleware
-async def _json_errors(request: web.Request, handler: Callable) -> web.StreamResponse:
-    """Every failure as JSON, aiohttp's own (404, 405, 413 body too large) included."""
-    try:
-        return await handler(request)
-    except RequestError as err:
-        request.app[LOAD].rejected += 1
-        return _error(err.status, str(err))
-    except web.HTTPException as err:
-        if err.status >= 400:
-            request.app[LOAD].rejected += 1
-            return _error(err.status, err.reason if err.status != 413 else (
-                f"request body larger than {request.app[LIMITS].max_body_bytes} bytes"))
-        raise
-    except Exception as err:  # noqa: BLE001 -- the client gets JSON, the log gets the traceback
-        request.app.logger.exception("encoding failed")
-        return _error(500, f"internal error: {type(err).__name__}: {err}")
+async def _middleware(request: web.Request, handler: Callable) -> web.StreamResponse:
+    started = time.perf_counter()
+    response = await _answer(request, handler)
+    request.app[METRICS].answered(_route(request), response.status, time.perf_counter() - started)
+    return response
 
 
-def parse_request(body: bytes, limits: Limits) -> tuple[Any, list[Any], bool]:
+# -- bert-as-service's route ------------------------------------------------------
+def parse_request(payload: Any, limits: Limits) -> tuple[Any, list[Any], bool]:
     """``(id, texts, is_tokenized)`` of a ``/encode`` body, or ``RequestError``."""
-    try:
-        payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RequestError(400, f"body is not JSON: {err}") from err
     if not isinstance(payload, dict):
         raise RequestError(400, 'body must be a JSON object {"id": ..., "texts": [...]}')
-    texts = payload.get("texts")
     tokenized = payload.get("is_tokenized", False)
     if not isinstance(tokenized, bool):
         raise RequestError(400, '"is_tokenized" must be true or false')
-    if not isinstance(texts, list) or not texts:
-        raise RequestError(400, '"texts" must be a non-empty list')
-    if len(texts) > limits.max_texts:
-        raise RequestError(413, f"{len(texts)} texts in one request; the limit is {limits.max_texts}")
-    for i, text in enumerate(texts):
-        if tokenized:
-            ok = isinstance(text, list) and text and all(isinstance(t, str) and t for t in text)
-            if not ok:
-                raise RequestError(400, f"texts[{i}] must be a non-empty list of non-empty strings")
-        elif not isinstance(text, str) or not text.strip():
-            raise RequestError(400, f"texts[{i}] must be a non-empty string")
-        if len(text) > limits.max_text_chars:
-            raise RequestError(413, f"texts[{i}] is {len(text)} long; the limit is {limits.max_text_chars}")
+    texts = check_texts(payload.get("texts"), limits, "texts", tokenized=tokenized)
     return payload.get("id"), texts, tokenized
 
 
-ENCODER: web.AppKey[Encoder] = web.AppKey("encoder", Encoder)
-BATCHER: web.AppKey[Batcher] = web.AppKey("batcher", Batcher)
-LIMITS: web.AppKey[Limits] = web.AppKey("limits", Limits)
-LOAD: web.AppKey[Load] = web.AppKey("load", Load)
-INFO: web.AppKey[dict] = web.AppKey("info", dict)
-
-
 async def _encode(request: web.Request) -> web.Response:
-    app = request.app
-    body = await request.read()
-    request_id, texts, tokenized = parse_request(body, app[LIMITS])
-    app[LOAD].requests += 1
-    vectors = await app[BATCHER].submit(texts, tokenized)
+    request.app[BATCHER].check_capacity()
+    request_id, texts, tokenized = parse_request(await read_json(request), request.app[LIMITS])
+    vectors, _ = await encode(request, texts, tokenized=tokenized)
     return web.json_response({"id": request_id, "result": vectors.tolist()})
+
+
+# -- tokenize ---------------------------------------------------------------------
+def tokenize_texts(encoder: Encoder, texts: list[str], add_special_tokens: bool = True) -> list[list[dict]]:
+    """What the model sees of each text: word pieces, ids, offsets into the text; cut to max_seq_len."""
+    tokenizer = encoder.tokenizer
+    keep = encoder.settings.max_seq_len - 2
+    out = []
+    for text in texts:
+        pieces = [{"id": p.id, "text": p.token, "special": False, "start": p.start,
+                   "stop": p.stop} for p in tokenizer.pieces(text)[:keep]]
+        if add_special_tokens:
+            pieces = [_special(tokenizer, "[CLS]"), *pieces, _special(tokenizer, "[SEP]")]
+        out.append(pieces)
+    return out
+
+
+def _special(tokenizer, token: str) -> dict:
+    return {"id": tokenizer.vocab[token], "text": token, "special": True, "start": None, "stop": None}
+
+
+async def _tokenize(request: web.Request) -> web.Response:
+    payload = await read_json(request)
+    if not isinstance(payload, dict) or "inputs" not in payload:
+        raise RequestError(400, 'body must be a JSON object {"inputs": "text" or ["text", ...]}')
+    inputs = payload["inputs"]
+    texts = check_texts([inputs] if isinstance(inputs, str) else inputs, request.app[LIMITS], "inputs")
+    special = payload.get("add_special_tokens", True)
+    if not isinstance(special, bool):
+        raise RequestError(400, '"add_special_tokens" must be true or false')
+    encoder = request.app[ENCODER]
+    tokens = await asyncio.get_running_loop().run_in_executor(None, tokenize_texts, encoder, texts, special)
+    return web.json_response(tokens)
+
+
+# -- operations -------------------------------------------------------------------
+async def _health(request: web.Request) -> web.Response:
+    batcher = request.app.get(BATCHER)
+    if batcher is None or not batcher.running:
+        return web.json_response({"status": "unavailable"}, status=503)
+    return web.json_response({"status": "ok"})
+
+
+async def _info(request: web.Request) -> web.Response:
+    return web.json_response(request.app[INFO])
 
 
 async def _status(request: web.Request) -> web.Response:
     app = request.app
-    return web.json_response({**app[INFO], "load": app[LOAD].as_dict()})
+    info = app[INFO]
+    legacy = {k: info[k] for k in ("model", "pooling", "pooling_layer", "max_seq_len", "dim", "batch_size",
+                                   "limits", "batching")}
+    batcher = app[BATCHER]
+    load = app[METRICS].load.as_dict() | {
+        "queued_texts": batcher.queued_texts, "queued_tokens": batcher.queued_tokens,
+        "peak_queued_tokens": batcher.peak_queued_tokens}
+    return web.json_response({**legacy, "load": load})
 
 
+async def _metrics(request: web.Request) -> web.Response:
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    return web.Response(body=request.app[METRICS].exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+# -- assembly ---------------------------------------------------------------------
 def make_app(
     encoder: Encoder,
     *,
-    model: str = "",
+    model: str = "danmaku",
+    source: str = "",
     limits: Limits | None = None,
     policy: BatchPolicy | None = None,
+    api_key: str | None = None,
 ) -> web.Application:
-    """The aiohttp application (the batcher starts and stops with it)."""
+    """The aiohttp application; the batcher (and the model's warm-up) starts and stops with it.
+
+    ``model`` is the name clients use (``/v1/embeddings``' ``model``), ``source``
+    a description of what was loaded; ``api_key`` (non-empty) makes every route but
+    ``/health`` require ``Authorization: Bearer KEY``.
+    """
+    if api_key is not None and not (api_key.strip() and api_key.isascii() and api_key.isprintable()
+                                    and " " not in api_key):
+        raise ValueError("the API key must be non-empty printable ASCII without spaces (it travels in the "
+                         "HTTP header 'Authorization: Bearer KEY')")
     limits, policy = limits or Limits(), policy or BatchPolicy()
-    app = web.Application(client_max_size=limits.max_body_bytes, middlewares=[_json_errors])
-    app[ENCODER], app[LIMITS], app[LOAD] = encoder, limits, Load()
     s = encoder.settings
+    app = web.Application(client_max_size=limits.max_body_bytes, middlewares=[_middleware])
+    app[ENCODER], app[LIMITS], app[ACCESS] = encoder, limits, Access(model_name=model, api_key=api_key)
     app[INFO] = {
         "model": model,
+        "source": source,
+        "version": __version__,
         "pooling": s.pooling.value,
         "pooling_layer": list(s.layers),
         "max_seq_len": s.max_seq_len,
@@ -268,19 +255,35 @@ def make_app(
         "batch_size": s.batch_size,
         "limits": asdict(limits),
         "batching": asdict(policy),
+        "auth": api_key is not None,
+        "routes": ["POST /encode", "POST /v1/embeddings", "GET /v1/models", "POST /tokenize", "GET /health",
+                   "GET /info", "GET /status", "GET /metrics"],
     }
+    metrics = ServiceMetrics({"model": model, "pooling": s.pooling.value,
+                              "layers": ",".join(map(str, s.layers)), "max_seq_len": str(s.max_seq_len),
+                              "dim": str(encoder.dim)})
+    app[METRICS] = metrics
 
     async def start(app: web.Application) -> None:
-        app[BATCHER] = Batcher(encoder, policy, app[LOAD])
-        app[BATCHER].start()
+        batcher = Batcher(encoder, policy, metrics)
+        metrics.watch_queue(lambda: batcher.queued_tokens, lambda: batcher.queued_texts,
+                            lambda: batcher.peak_queued_tokens)
+        await batcher.start()
+        app[BATCHER] = batcher
 
     async def stop(app: web.Application) -> None:
-        await app[BATCHER].stop()
+        if BATCHER in app:
+            await app[BATCHER].stop()
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
     app.router.add_post("/encode", _encode)
+    routes_openai.add_routes(app)
+    app.router.add_post("/tokenize", _tokenize)
+    app.router.add_get("/health", _health)
+    app.router.add_get("/info", _info)
     app.router.add_get("/status", _status)
+    app.router.add_get("/metrics", _metrics)
     return app
 
 

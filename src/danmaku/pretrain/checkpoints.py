@@ -363,21 +363,32 @@ def google_from_hf(state: Mapping[str, np.ndarray], config: BertConfig) -> Googl
 
 
 def write_hf(weights: Mapping[str, np.ndarray], config: BertConfig, vocab_path: str | Path,
-             out_dir: str | Path) -> Path:
-    """``config.json`` + ``model.safetensors`` + ``vocab.txt`` for ``from_pretrained``."""
+             out_dir: str | Path, *, bare: bool = False, do_lower_case: bool = True,
+             model_max_length: int | None = None) -> Path:
+    """``config.json`` + ``model.safetensors`` + the tokenizer files, for ``from_pretrained``.
+
+    By default the whole ``BertForPreTraining`` (heads included: fill-mask works,
+    ``danmaku pretrain eval`` can measure it); ``bare`` writes a ``BertModel``
+    (no ``bert.`` prefix, no heads), what sentence-embedding tools load without
+    warning about unused weights.
+    """
     import json
-    import shutil
 
     from safetensors.numpy import save_file
 
+    from danmaku.pretrain.tokenizer_files import write_tokenizer_files
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(hf_state_dict(weights), str(out_dir / "model.safetensors"), metadata={"format": "pt"})
-    (out_dir / "config.json").write_text(json.dumps(config.to_hf_dict(), indent=2, sort_keys=True) + "\n")
-    shutil.copyfile(vocab_path, out_dir / "vocab.txt")
-    (out_dir / "tokenizer_config.json").write_text(
-        json.dumps({"do_lower_case": True, "tokenizer_class": "BertTokenizer"}, indent=2) + "\n"
-    )
+    state = hf_state_dict(weights)
+    hf_config = config.to_hf_dict()
+    if bare:
+        state = {k.removeprefix("bert."): v for k, v in state.items() if k.startswith("bert.")}
+        hf_config["architectures"] = ["BertModel"]
+    save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    (out_dir / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
+    write_tokenizer_files(vocab_path, out_dir, do_lower_case=do_lower_case,
+                          model_max_length=model_max_length or config.max_position_embeddings)
     return out_dir
 
 

@@ -36,6 +36,7 @@ import re
 import sys
 import unicodedata
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer, normalizers, pre_tokenizers
@@ -169,6 +170,16 @@ def load_vocab(vocab_path: str | Path) -> list[str]:
         return [line.strip() for line in handle]
 
 
+@dataclass(frozen=True)
+class Piece:
+    """A word piece and where it came from: ``text[start:stop]`` of the original text."""
+
+    token: str
+    id: int
+    start: int
+    stop: int
+
+
 class BertTokenizer:
     """Google ``FullTokenizer``-equivalent tokenization over HF ``tokenizers``.
 
@@ -224,3 +235,27 @@ class BertTokenizer:
 
     def convert_tokens_to_ids(self, tokens: Iterable[str]) -> list[int]:
         return [self.vocab[t] for t in tokens]
+
+    def pieces(self, text: str) -> list[Piece]:
+        """The word pieces of ``text`` with character offsets into ``text`` itself.
+
+        The Rust side reports offsets into the *prepared* text (cleaned, lowercased,
+        accents stripped), whose length can differ from the original's (a stand-in
+        spaced apart, a deleted control character, NFD). Each original character is
+        therefore prepared on its own to learn which prepared characters it became;
+        that gives the same characters as preparing the whole text (lowercasing is per
+        character but for the final sigma, NFD only decomposes and reorders marks), so
+        the map is exact. Offsets are Python ``str`` indices (code points): one per
+        Chinese character, as a client slicing the text expects.
+        """
+        prepared = self._prepare(text)
+        origin: list[int] = []
+        for index, ch in enumerate(text):
+            origin += [index] * len(self._prepare(ch))
+        if len(origin) != len(prepared):  # cannot happen by the argument above; stay safe
+            origin = [min(i, len(text) - 1) for i in range(len(prepared))]
+        encoding = self._hf.encode(prepared, add_special_tokens=False)
+        return [
+            Piece(token, id_, origin[start], origin[stop - 1] + 1)
+            for token, id_, (start, stop) in zip(encoding.tokens, encoding.ids, encoding.offsets, strict=True)
+        ]

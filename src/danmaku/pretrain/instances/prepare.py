@@ -10,6 +10,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 from danmaku.artifacts import CORPUS_EVAL_FILE, CORPUS_TRAIN_FILE, VOCAB, InstancesManifest
 from danmaku.pretrain.instances.documents import open_lines, read_documents, tokenize_documents
@@ -61,6 +62,24 @@ def corpus_files(corpus: Path) -> dict[str, Path]:
     if (corpus / CORPUS_EVAL_FILE).is_file():
         files["eval"] = corpus / CORPUS_EVAL_FILE
     return files
+
+
+def corpus_source(corpus: Path, files: dict[str, Path]) -> dict[str, Any]:
+    """Where the instances came from, for model cards: the corpus path and, when the files are those
+    of a ``danmaku corpus export``, its manifest (version, counts, settings) without ``provenance``
+    (which names the store, possibly with credentials), so the figures survive a moved corpus."""
+    from danmaku.corpus.manifest import read_manifest
+
+    directory = corpus if corpus.is_dir() else corpus.parent
+    source: dict[str, Any] = {"path": str(directory.resolve())}
+    manifest = read_manifest(directory)
+    if manifest is not None and all(
+            manifest.get("files", {}).get(path.name, {}).get("bytes") == path.stat().st_size
+            for path in files.values()):
+        made = manifest.get("provenance", {})
+        source["manifest"] = {k: v for k, v in manifest.items() if k != "provenance"} | {
+            "created_at": made.get("created_at"), "danmaku_version": made.get("danmaku_version")}
+    return source
 
 
 def _shards(path: Path, shard_bytes: int) -> Iterator[list[list[str]]]:
@@ -134,7 +153,8 @@ def prepare(corpus: Path, vocab_path: Path, out_dir: Path, *, opts: InstanceOpti
     for split, stats in summary.splits.items():
         shard_files = sorted(p.name for p in out_dir.glob(f"{split}-*.tfrecord"))
         splits[split] = asdict(stats) | {"files": shard_files}
-    InstancesManifest.write(out_dir, settings | {"splits": splits})
+    InstancesManifest.write(out_dir, settings | {"splits": splits,
+                                                 "corpus_source": corpus_source(Path(corpus), files)})
     shutil.copyfile(vocab_path, out_dir / VOCAB)  # training needs the exact vocabulary
     return summary
 
