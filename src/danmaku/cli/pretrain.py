@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from danmaku.artifacts import GOOGLE_CONFIG, RunManifest
 from danmaku.cli.console import console, progress_bar
 
 pretrain_app = typer.Typer(
@@ -140,7 +141,7 @@ def train(
         options = RunOptions(mixed_precision=mixed_precision, xla=xla, strategy=strategy, tpu=tpu,
                              save_every=save_every, keep_checkpoints=keep_checkpoints, log_every=log_every,
                              max_minutes=max_minutes, deterministic=deterministic)
-        resuming = (out / "run.json").is_file() and instances is None
+        resuming = RunManifest.exists(out) and instances is None
         config = settings = None
         if not resuming:
             if instances is None:
@@ -188,7 +189,7 @@ def _model_config(init_checkpoint: str | None, bert_config: Path | None, preset:
         return BertConfig.from_json_file(bert_config)
     if init_checkpoint:
         path = Path(init_checkpoint)
-        beside = (path if path.is_dir() else path.parent) / "bert_config.json"
+        beside = (path if path.is_dir() else path.parent) / GOOGLE_CONFIG
         if beside.is_file():
             return BertConfig.from_json_file(beside)
         raise FileNotFoundError(f"no bert_config.json beside {init_checkpoint}; pass --bert-config")
@@ -227,7 +228,7 @@ def evaluate_cmd(
         step = f"-step-{bert.step}" if bert.step is not None else ""
         home = Path(tuned_dir or model)
         # a run dir keeps its evals; other models may be read-only: the current directory
-        target = json_out or (home / f"eval{step}.json" if (home / "run.json").is_file()
+        target = json_out or (home / f"eval{step}.json" if RunManifest.exists(home)
                               else Path(f"eval-{name}{step}.json"))
         write_json(target, bert.source, rows, step=bert.step, batch_size=batch_size, max_steps=max_steps)
     typer.echo(table(rows, name))

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from danmaku import __version__
-from danmaku.pretrain.loading import RUN_MANIFEST, LoadedBert
+from danmaku.artifacts import InstancesManifest, RunManifest
+from danmaku.pretrain.loading import LoadedBert
 
 GOOGLE_CHINESE_BASE = "google-bert/bert-base-chinese"  # Google's chinese_L-12_H-768_A-12 on the HF hub
 GOOGLE_CHINESE_DIR = "chinese_L-12_H-768_A-12"
@@ -72,22 +73,14 @@ def find_run(model_path: str | Path | None) -> tuple[Path, dict[str, Any]] | Non
         return None
     path = Path(model_path)
     for candidate in (path, path.parent):
-        manifest = candidate / RUN_MANIFEST
-        if candidate.is_dir() and manifest.is_file():
-            try:
-                return candidate, json.loads(manifest.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
-                return None
+        if candidate.is_dir() and RunManifest.exists(candidate):
+            manifest = RunManifest.read(candidate)
+            return (candidate, manifest) if manifest is not None else None
     return None
 
 
 def _instances_manifest(instances_dir: Path) -> dict[str, Any] | None:
-    from danmaku.pretrain.instances import MANIFEST
-
-    try:
-        return json.loads((instances_dir / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
+    return InstancesManifest.read(instances_dir)
 
 
 def base_model_id(init_checkpoint: str | None) -> str | None:

@@ -22,11 +22,12 @@ import json
 import shutil
 from pathlib import Path
 
+from danmaku.artifacts import VOCAB
 from danmaku.text.tokenizer import MAX_INPUT_CHARS_PER_WORD, load_vocab
 
 SPECIAL_TOKENS = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
                   "mask_token": "[MASK]"}
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+TOKENIZER_FILES = (VOCAB, "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 def build_tokenizer(vocab_path: str | Path, *, do_lower_case: bool = True):
