@@ -7,5 +7,6 @@ WBI-signed ``getDanmuInfo`` with device cookies), ``client`` (one room's
 websocket, heartbeats, reconnects), ``broadcasts`` (which source a message
 belongs to), ``storage`` (the batched store writer), ``export`` (community text
 tree, BililiveRecorder XML), ``recorder`` (many rooms, one process),
-``status`` (``danmaku live status``'s figures).
+``rooms`` (room ids and rooms files as users write them), ``status``
+(``danmaku live status``'s figures).
 """
