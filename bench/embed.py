@@ -27,7 +27,7 @@ peak RSS so far (VmHWM).
 Thread pools that spin-wait (torch's OpenMP) suffer most when other work
 shares the cores, so the comparison is also made with one thread per side.
 
-    python bench/embed.py [--batch-size 32] [--rounds 5] [--threads 2 1] [--only serve]
+    python bench/embed.py [--batch-size 32] [--rounds 5] [--threads 2 1] [--only serve] [--service-rounds 2]
 """
 
 from __future__ import annotations
@@ -278,22 +278,31 @@ def start_service(model_dir: Path, batch_size: int, extra: list[str]) -> tuple[s
     return proc, re.search(r"http://[0-9.]+:\d+", "".join(found)).group()
 
 
-def bench_service(model_dir: Path, batch_size: int) -> dict[str, list[tuple]]:
-    """Both modes' servers up at once (idle ones cost nothing); each level runs on one, then the
-    other, so that load from other users of the machine hits both alike."""
+def bench_service(model_dir: Path, batch_size: int, rounds: int) -> dict[str, list[tuple]]:
+    """Both modes' servers up at once (an idle one costs nothing); at each level every round runs
+    one mode, then the other, alternating which goes first, so that load from other users of the
+    machine hits both alike. Latencies of all rounds are pooled."""
     servers = {mode: start_service(model_dir, batch_size, extra) for mode, extra in SERVICE_MODES.items()}
     rows: dict[str, list[tuple]] = {mode: [] for mode in servers}
     texts = phrases()
     try:
         for clients, per_client in LEVELS:
-            for mode, (proc, url) in servers.items():
-                before = status(url)
-                latencies, refused, seconds = asyncio.run(load(url, clients, per_client, texts))
-                after = status(url)
-                batches = max(1, after["batches"] - before["batches"])
-                rows[mode].append((clients, len(latencies) + refused, len(latencies) / seconds,
-                                   percentile_ms(latencies, 0.50), percentile_ms(latencies, 0.99), refused,
-                                   (after["texts"] - before["texts"]) / batches, peak_rss_of(proc.pid)))
+            seen = {mode: ([], 0, 0.0, 0, 0) for mode in servers}  # latencies, 503s, seconds, texts, batches
+            for r in range(rounds):
+                order = list(servers) if r % 2 == 0 else list(reversed(servers))
+                for mode in order:
+                    _, url = servers[mode]
+                    before = status(url)
+                    latencies, refused, seconds = asyncio.run(load(url, clients, per_client, texts))
+                    after = status(url)
+                    lat, ref, sec, txt, bat = seen[mode]
+                    seen[mode] = (lat + latencies, ref + refused, sec + seconds,
+                                  txt + after["texts"] - before["texts"],
+                                  bat + after["batches"] - before["batches"])
+            for mode, (lat, ref, sec, txt, bat) in seen.items():
+                rows[mode].append((clients, len(lat) + ref, len(lat) / sec, percentile_ms(lat, 0.50),
+                                   percentile_ms(lat, 0.99), ref, txt / max(1, bat),
+                                   peak_rss_of(servers[mode][0].pid)))
     finally:
         for proc, _ in servers.values():
             proc.send_signal(signal.SIGTERM)
@@ -309,6 +318,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, nargs="+", default=[os.cpu_count() or 2, 1],
                         help="thread counts to compare at (default: all cores, then 1)")
+    parser.add_argument("--service-rounds", type=int, default=2,
+                        help="rounds per concurrency level and batching mode (alternating order)")
     parser.add_argument("--only", choices=("all", "encode", "serve"), default="all",
                         help="run only the encode comparison or only the service part")
     args = parser.parse_args()
@@ -334,8 +345,9 @@ def main() -> None:
                 print(f"| {name} | {median:.1f} | {best:.1f} | {ours / median:.2f}x | {rss:.0f} |")
         if args.only in ("all", "serve"):
             print(f"\n## serve: requests of 4 phrases, batch {args.batch_size}, max_seq_len {MAX_SEQ_LEN}, "
-                  f"load generator in this process (load average {os.getloadavg()[0]:.1f})")
-            service_rows = bench_service(model_dir, args.batch_size)
+                  f"{args.service_rounds} alternating rounds per level, load generator in this process "
+                  f"(load average {os.getloadavg()[0]:.1f})")
+            service_rows = bench_service(model_dir, args.batch_size, args.service_rounds)
             print("| batching | clients | requests | requests/s | p50 ms | p99 ms | 503s "
                   "| mean batch (texts) | peak RSS MiB |")
             print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -194,9 +194,16 @@ def test_clients_that_leave_are_dropped_before_the_model_and_cost_no_batch(encod
     gated = GatedEncoder(encoder)
     leaving = [TEXTS[100 + i * 2:102 + i * 2] for i in range(12)]
     staying = TEXTS[200:203]
+    late = TEXTS[300:302]  # arrives when leavers + stayer fill the queue exactly
+
+    def tokens(texts) -> int:
+        return sum(map(len, encoder.ids_for_texts(texts)[0]))
+
+    bound = sum(map(tokens, leaving)) + tokens(staying)
+    assert tokens(late) <= sum(map(tokens, leaving))
 
     async def scenario():
-        app = make_app(gated, policy=BatchPolicy(max_wait_ms=0))
+        app = make_app(gated, policy=BatchPolicy(max_wait_ms=0, max_queued_tokens=bound))
         async with serving(app, handler_cancellation=handler_cancellation) as (url, runner), \
                 ClientSession(timeout=TIMEOUT) as s:
             batcher = app[BATCHER]
@@ -212,6 +219,8 @@ def test_clients_that_leave_are_dropped_before_the_model_and_cost_no_batch(encod
             await until(lambda: batcher.queued_texts == sum(map(len, leaving)), "the leavers to queue")
             stay = asyncio.ensure_future(post(s, url, staying))
             await until(lambda: batcher.queued_texts == sum(map(len, leaving)) + len(staying), "the stayer")
+            assert batcher.queued_tokens == bound  # full: a new request now would be refused
+
             def open_connections() -> int:
                 return sum(h.transport is not None for h in runner.server.connections)
 
@@ -220,22 +229,26 @@ def test_clients_that_leave_are_dropped_before_the_model_and_cost_no_batch(encod
                 task.cancel()
                 await session.close()
             await until(lambda: open_connections() == before - len(leaving), "the server to see them leave")
+            # the leavers hold no capacity: the late request is admitted, not refused
+            late_answer = asyncio.ensure_future(post(s, url, late))
+            await until(lambda: batcher.queued_texts == len(staying) + len(late), "the late one to queue")
             gated.gate.set()
             result = await stay
             async with s.get(f"{url}/status") as r:
                 status = await r.json()
-            return await first, result, status
+            return await first, result, await late_answer, status
 
-    first, (code, _, body), status = run(scenario())
-    assert first[0] == 200 and code == 200
+    first, (code, _, body), (late_code, _, late_body), status = run(scenario())
+    assert first[0] == 200 and code == 200 and late_code == 200
     np.testing.assert_allclose(np.array(body["result"]), encoder.encode(staying), atol=1e-5)
-    # after the held batch, one model call, holding only the client that stayed
-    assert gated.calls[1:] == [encoder.ids_for_texts(staying)[0]]
+    np.testing.assert_allclose(np.array(late_body["result"]), encoder.encode(late), atol=1e-5)
+    # after the held batch, one model call, holding only the clients that stayed
+    assert gated.calls[1:] == [encoder.ids_for_texts(staying)[0] + encoder.ids_for_texts(late)[0]]
     left = {tuple(row) for texts in leaving for row in encoder.ids_for_texts(texts)[0]}
     assert not left & {tuple(row) for call in gated.calls for row in call}
     load = status["load"]
     assert load["dropped"] == len(leaving) and load["batches"] == 2 and load["queued_texts"] == 0
-    assert load["texts"] == 1 + len(staying)
+    assert load["texts"] == 1 + len(staying) + len(late) and load["overloaded"] == 0
 
 
 def _rss_kib(pid: int) -> int:

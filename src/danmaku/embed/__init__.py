@@ -14,6 +14,11 @@ Modules, in the order a reader meets them:
 * ``npy_stream`` / ``stream`` -- the resumable, flat-memory ``.npy`` writer and loop.
 * ``neighbors`` / ``score`` -- cosine neighbours; group mean reciprocal rank.
 * ``fonts`` / ``plot``      -- CJK font check; PCA + t-SNE picture.
-* ``service``    -- aiohttp service with dynamic batching.
+* ``batching``   -- the service's token-bounded batches and bounded queue, one model thread.
+* ``metrics``    -- its Prometheus metrics (a registry per app) and ``/status`` counters.
+* ``serving``    -- what its routes share: app keys, limits, errors, encoding a request.
+* ``routes_openai`` -- ``POST /v1/embeddings``, ``GET /v1/models`` in OpenAI's shape.
+* ``service``    -- the aiohttp app: bert-as-service's ``/encode``, ``/tokenize``, ``/health``,
+  ``/info``, ``/status``, ``/metrics``, the API key; ``serve`` with graceful shutdown.
 * ``cli``        -- the ``danmaku embed`` Typer app.
 """

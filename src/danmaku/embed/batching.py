@@ -15,8 +15,9 @@ memory grow with, unlike a text count (one 32-token text costs as much as eight
   latency breaks; a job larger than the whole bound is ``TooLarge`` (retrying
   cannot help);
 * a job whose client has gone (its ``gone()`` says so, or its future was
-  cancelled) is dropped when the batcher reaches it and again just before the
-  model call: it is never encoded and takes no place in a batch.
+  cancelled) is dropped when the batcher reaches it, again just before the
+  model call, and whenever the queue looks full: it is never encoded, takes no
+  place in a batch and holds no queue capacity.
 
 ``None`` for a bound switches it off (``max_batch_tokens=None`` is the text-count
 batching the service had before; the benchmark compares the two).
@@ -146,7 +147,7 @@ class Batcher:
     def check_capacity(self) -> None:
         """``Overloaded`` when the queue is already full (before a request body is even read)."""
         limit = self.policy.max_queued_tokens
-        if limit is not None and self.queued_tokens >= limit:
+        if limit is not None and self.queued_tokens >= limit and self._sweep() >= limit:
             raise Overloaded.full(self.queued_tokens, limit, self.retry_after())
 
     def retry_after(self) -> int:
@@ -155,9 +156,13 @@ class Batcher:
             return 1
         return max(1, min(60, math.ceil(self.queued_tokens / self._tokens_per_s)))
 
-    async def submit(self, ids: list[list[int]], truncated: int = 0,
-                     gone: Callable[[], bool] = lambda: False) -> np.ndarray:
-        """Vectors for framed id lists, once a batch has run them; raises ``Overloaded``/``TooLarge``."""
+    def admit(self, ids: list[list[int]], truncated: int = 0,
+              gone: Callable[[], bool] = lambda: False) -> asyncio.Future:
+        """Queue framed id lists; the future gets their vectors once a batch has run them.
+
+        Raises ``Overloaded`` or ``TooLarge`` at once instead of queueing. Cancelling the
+        future (a handler cancelled when its client left) makes the batcher drop the job.
+        """
         if self._stopping:
             raise Overloaded("the service is shutting down", 1)
         job = Job(ids, truncated, gone, asyncio.get_running_loop().create_future())
@@ -165,12 +170,32 @@ class Batcher:
         if limit is not None:
             if job.tokens > limit:
                 raise TooLarge(f"the request has {job.tokens} tokens; the service queues at most {limit}")
-            if self.queued_tokens + job.tokens > limit:
+            if self.queued_tokens + job.tokens > limit and self._sweep() + job.tokens > limit:
                 raise Overloaded.full(self.queued_tokens, limit, self.retry_after())
         self._queue.append(job)
         self._count(job, +1)
         self._arrived.set()
-        return await job.future  # a cancelled wait cancels the future: the batcher then drops the job
+        return job.future
+
+    async def submit(self, ids: list[list[int]], truncated: int = 0,
+                     gone: Callable[[], bool] = lambda: False) -> np.ndarray:
+        """``admit`` and wait for the vectors."""
+        return await self.admit(ids, truncated, gone)
+
+    def _sweep(self) -> int:
+        """Drop every abandoned job now (not only at the queue head); the tokens still queued.
+
+        Runs only when the queue looks full, so that clients who left do not hold
+        capacity that others are refused for."""
+        kept: deque[Job] = deque()
+        for job in self._queue:
+            if job.abandoned():
+                self._count(job, -1)
+                self._drop(job)
+            else:
+                kept.append(job)
+        self._queue = kept
+        return self.queued_tokens
 
     def _count(self, job: Job, sign: int) -> None:
         self.queued_tokens += sign * job.tokens

@@ -106,6 +106,6 @@ async def encode(request: web.Request, texts: list[Any], *,
     encoder = app[ENCODER]
     prepare = encoder.ids_for_tokens if tokenized else encoder.ids_for_texts
     ids, truncated = await asyncio.get_running_loop().run_in_executor(None, prepare, texts)
+    future = app[BATCHER].admit(ids, truncated, client_gone(request))
     app[METRICS].accepted()
-    vectors = await app[BATCHER].submit(ids, truncated, client_gone(request))
-    return vectors, sum(len(x) for x in ids)
+    return await future, sum(len(x) for x in ids)

@@ -12,7 +12,9 @@ Modules, in the order a reader meets them:
 * ``instances``   -- Google's ``create_pretraining_data`` algorithm, sharded and streaming.
 * ``data``        -- tf.data pipeline over the instance shards.
 * ``optimization`` -- Google's AdamWeightDecay / LAMB and the warm-up/decay schedule.
-* ``train`` / ``evaluate`` / ``export`` -- the work behind ``danmaku pretrain``.
+* ``train`` / ``evaluate`` / ``export`` -- the work behind ``danmaku pretrain``; ``export``
+  uses ``tokenizer_files`` (HF tokenizer files), ``st_export`` (the sentence-transformers
+  folder) and ``model_card`` (the ``README.md`` every export carries).
 * ``cli``         -- the ``danmaku pretrain`` Typer app.
 
 For ``danmaku embed``: ``from pretrain.loading import load_bert``;
