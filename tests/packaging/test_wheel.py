@@ -47,9 +47,10 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     deps = [p for p in site.getsitepackages() if Path(p).is_dir()]
     Path(purelib, "dependencies.pth").write_text("\n".join(deps) + "\n")
     # pip of this environment installs into the new one: the console script is pip's own.
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # no source tree in sight
     subprocess.run([sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python"), "install",
                     "-q", "--no-deps", "--no-compile", str(wheel)],
-                   check=True, capture_output=True, text=True)
+                   check=True, capture_output=True, text=True, env=clean)
     return env_dir / "bin"
 
 
