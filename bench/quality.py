@@ -119,19 +119,29 @@ def prepare_data(workdir: Path) -> dict:
 # ---------------------------------------------------------------------------
 # children
 # ---------------------------------------------------------------------------
-def child_train(name: str, minutes: float, instances: str, out: str, eval_batches: int) -> dict:
+def child_train(name: str, budget: str, instances: str, out: str, eval_batches: int) -> dict:
+    """One run: ``budget`` is "M min" (fitted schedule) or "N steps" (the schedule spans N steps)."""
     from danmaku.pretrain.data import open_instances
     from danmaku.pretrain.evaluate import evaluate
     from danmaku.pretrain.loading import load_bert
     from danmaku.pretrain.train import RunOptions, train
 
     recipe = CANDIDATES[name]
+    amount, unit = budget.split()
     load_before = os.getloadavg()[0]
     times0, began = os.times(), time.monotonic()
-    steps = STEP_CAP if recipe.fit else 4000
-    result = train(out, instances_dir=instances, config=recipe.model_config(),
-                   settings=recipe.train_settings(minutes, steps),
-                   options=RunOptions(max_minutes=minutes * (1.5 if recipe.fit else 1.0), save_every=10**9,
+    if unit == "steps":  # quality per step: independent of the machine's load
+        minutes = None
+        steps = int(amount) * 32 // recipe.batch_size  # as many sequences as batch 32 in N steps
+        settings = replace(recipe.train_settings(1.0, steps), fit_minutes=None,
+                           warmup_steps=recipe.warmup_steps)
+        if not recipe.fit:
+            raise SystemExit(f"{name} is cut by the clock: give --minutes")
+    else:
+        minutes = float(amount)
+        settings = recipe.train_settings(minutes, STEP_CAP if recipe.fit else 4000)
+    result = train(out, instances_dir=instances, config=recipe.model_config(), settings=settings,
+                   options=RunOptions(max_minutes=None if recipe.fit else minutes, save_every=10**9,
                                       log_every=25))
     train_minutes = (time.monotonic() - began) / 60
     times1 = os.times()
@@ -139,7 +149,8 @@ def child_train(name: str, minutes: float, instances: str, out: str, eval_batche
     inst = open_instances(instances)
     rates = [h["sequences_per_second"] for h in result.history[1:]] or [0.0]
     return {
-        "recipe": name, "minutes": minutes, "train_minutes": train_minutes, "steps": result.step,
+        "recipe": name, "budget": budget, "minutes": minutes, "train_minutes": train_minutes,
+        "steps": result.step,
         "total_steps": result.total_steps, "sequences": result.sequences, "stopped": result.stopped,
         "seq_per_s": statistics.median(rates), "user_s": times1.user - times0.user,
         "sys_s": times1.system - times0.system, "eval": rows["eval"], "train": rows["train"],
@@ -169,24 +180,26 @@ def _run_child(*args: str) -> dict:
 
 
 # ---------------------------------------------------------------------------
-def table(reference: dict, runs: list[dict], peak: float) -> str:
-    ref_eval, ref_train = reference["rows"]["eval"], reference["rows"]["train"]
+def table(reference: dict | None, runs: list[dict], peak: float) -> str:
     lines = [
-        "| recipe | budget min | trained min | steps | sequences | eval masked_lm_accuracy "
+        "| recipe | budget | trained min | steps | sequences | eval masked_lm_accuracy "
         "| eval masked_lm_loss | train masked_lm_accuracy | seq/s | kernel CPU | % of peak FLOP/s "
         "| load avg |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        f"| bigram count reference (built in {reference['seconds']:.0f} s) |  "
-        f"| {reference['seconds'] / 60:.1f} |  | {reference['counted']['lines']:,} lines counted "
-        f"| {ref_eval['masked_lm_accuracy']:.4f} | {ref_eval['masked_lm_loss']:.4f} "
-        f"| {ref_train['masked_lm_accuracy']:.4f} |  |  |  "
-        f"| {reference['load'][0]:.1f}-{reference['load'][1]:.1f} |",
     ]
+    if reference:
+        ref_eval, ref_train = reference["rows"]["eval"], reference["rows"]["train"]
+        lines.append(
+            f"| bigram count reference (built in {reference['seconds']:.0f} s) |  "
+            f"| {reference['seconds'] / 60:.1f} |  | {reference['counted']['lines']:,} lines counted "
+            f"| {ref_eval['masked_lm_accuracy']:.4f} | {ref_eval['masked_lm_loss']:.4f} "
+            f"| {ref_train['masked_lm_accuracy']:.4f} |  |  |  "
+            f"| {reference['load'][0]:.1f}-{reference['load'][1]:.1f} |")
     for r in runs:
         cpu = r["user_s"] + r["sys_s"]
         mfu = 100 * r["seq_per_s"] * r["flops_per_seq"] / peak
         lines.append(
-            f"| {r['recipe']} | {r['minutes']:g} | {r['train_minutes']:.1f} | {r['steps']:,} "
+            f"| {r['recipe']} | {r['budget']} | {r['train_minutes']:.1f} | {r['steps']:,} "
             f"| {r['sequences']:,} | **{r['eval']['masked_lm_accuracy']:.4f}** "
             f"| {r['eval']['masked_lm_loss']:.4f} | {r['train']['masked_lm_accuracy']:.4f} "
             f"| {r['seq_per_s']:.1f} | {r['sys_s'] / max(cpu, 1e-9):.0%} | {mfu:.1f} "
@@ -196,7 +209,12 @@ def table(reference: dict, runs: list[dict], peak: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, nargs="+", default=[5, 15, 30])
+    parser.add_argument("--minutes", type=float, nargs="*", default=[5, 15, 30],
+                        help="Time budgets: each run's schedule is fitted to it (the demo's way).")
+    parser.add_argument("--steps", type=int, nargs="*", default=[],
+                        help="Step budgets (of batch 32; other batch sizes train as many sequences) "
+                             "instead: quality per step, which load on a shared machine does not change.")
+    parser.add_argument("--skip-reference", action="store_true", help="(screens) no reference row")
     parser.add_argument("--recipes", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
     parser.add_argument("--eval-batches", type=int, default=100)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "danmaku-bench-quality")
@@ -205,7 +223,7 @@ def main() -> None:
     if args.child:
         kind, *rest = args.child
         if kind == "train":
-            out = child_train(rest[0], float(rest[1]), rest[2], rest[3], int(rest[4]))
+            out = child_train(rest[0], rest[1], rest[2], rest[3], int(rest[4]))
         else:
             out = child_reference(rest[0], rest[1], int(rest[2]))
         print(json.dumps(out))
@@ -213,13 +231,16 @@ def main() -> None:
 
     data = prepare_data(args.workdir)
     peak, how = cpu_peak_flops()
-    reference = _run_child("reference", data["corpus"], data["instances"], str(args.eval_batches))
-    print(f"reference: {json.dumps(reference)}", file=sys.stderr)
+    reference = None
+    if not args.skip_reference:
+        reference = _run_child("reference", data["corpus"], data["instances"], str(args.eval_batches))
+        print(f"reference: {json.dumps(reference)}", file=sys.stderr)
+    budgets = [f"{n} steps" for n in args.steps] if args.steps else [f"{m:g} min" for m in args.minutes]
     runs = []
-    for minutes in args.minutes:
+    for budget in budgets:
         for name in args.recipes:
-            out = args.workdir / "runs" / f"{name}-{minutes:g}min-{int(time.time())}"
-            run = _run_child("train", name, str(minutes), data["instances"], str(out), str(args.eval_batches))
+            out = args.workdir / "runs" / f"{name}-{budget.replace(' ', '')}-{int(time.time())}"
+            run = _run_child("train", name, budget, data["instances"], str(out), str(args.eval_batches))
             print(f"run: {json.dumps(run)}", file=sys.stderr)
             runs.append(run)
             with open(args.workdir / "runs.jsonl", "a") as log:
