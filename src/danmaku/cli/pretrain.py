@@ -137,6 +137,9 @@ def train(
     learning_rate: Annotated[float | None, typer.Option(
         help="Peak learning rate (default 2e-5 from a checkpoint, 1e-4 from scratch, 1e-3 tiny).")] = None,
     warmup_steps: Annotated[int | None, typer.Option(help="Warm-up steps (default 10%).")] = None,
+    fit_minutes: Annotated[float | None, typer.Option(
+        help="End the learning-rate decay at this much training time: the total steps are fixed from the "
+             "speed of steps 20-60 and kept on resume (--steps caps them).")] = None,
     optimizer: Annotated[str | None, typer.Option(help="adamw (Google's AdamWeightDecay) or lamb.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of initialisation, dropout and data order.")] = None,
     mixed_precision: Annotated[str | None, typer.Option(help="bf16 or fp16 (default fp32).")] = None,
@@ -157,6 +160,7 @@ def train(
       danmaku pretrain train --instances instances/ --out run/ --preset tiny
       danmaku pretrain train --instances instances/ --out run/ --recipe study
         --init-checkpoint chinese_L-12_H-768_A-12/bert_model.ckpt --mixed-precision bf16 --xla
+      danmaku pretrain train --instances instances/ --out run/ --preset tiny --fit-minutes 15 --steps 100000
       danmaku pretrain train --out run/            # resume after a kill or --max-minutes
     """
     quiet_tensorflow()
@@ -179,7 +183,7 @@ def train(
                 learning_rate = 2e-5  # Google's suggestion for continuing a released checkpoint
             settings = settings_for(recipe, batch_size=batch_size, micro_batch_size=micro_batch_size,
                                     steps=steps, learning_rate=learning_rate, warmup_steps=warmup_steps,
-                                    optimizer=optimizer, seed=seed)
+                                    optimizer=optimizer, seed=seed, fit_minutes=fit_minutes)
         with progress_bar() as bar:
             task = bar.add_task("pretraining", total=None, detail="")
 

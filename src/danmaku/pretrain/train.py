@@ -94,6 +94,7 @@ class RunOptions:
     log_every: int = 10
     max_minutes: float | None = None
     deterministic: bool = False
+    cpu_threads: int | None = None  # None: ``configure_cpu_threads``' policy; 0: TensorFlow's defaults
 
 
 # The study (../shared/docs/seed.md): batch 2048 for 12,000 steps at sequence
@@ -179,6 +180,33 @@ def _check_init_vocab(init_checkpoint: str, instances_vocab: Path) -> None:
 # ---------------------------------------------------------------------------
 # Trainer
 # ---------------------------------------------------------------------------
+def configure_cpu_threads(threads: int | None = None) -> tuple[int, int] | None:
+    """On a machine without GPUs: one inter-op thread, ``threads`` (default: all cores) intra-op threads.
+
+    TensorFlow's default is a pool of one inter-op thread per core beside the
+    intra-op pool of one per core (plus tf.data's), so on 2 cores the training
+    step's ops run 4 threads: on a busy machine the spare ones spin and yield
+    (kernel time) and preempt the matmul threads. The step is one graph of
+    mostly dependent ops, so one inter-op thread loses nothing
+    (``bench/pretrain.py`` measures both; bench/RESULTS.md). Only possible
+    before TensorFlow runs its first op in the process; later calls keep the
+    pools as they are and return ``None``, as does ``threads=0``.
+    """
+    import os
+
+    import tensorflow as tf
+
+    if threads == 0 or tf.config.list_physical_devices("GPU"):
+        return None
+    intra = threads or os.cpu_count() or 1
+    try:
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+    except RuntimeError:  # the runtime is initialised already
+        return None
+    return 1, intra
+
+
 def make_strategy(name: str, tpu: str | None = None):
     import tensorflow as tf
 
@@ -208,6 +236,7 @@ class Trainer:
             raise RunError(f"--mixed-precision must be bf16 or fp16, got {options.mixed_precision!r}")
         self.run_dir, self.config, self.settings, self.options = Path(run_dir), config, settings, options
         self.seq, self.pred = seq, pred
+        self.threads = configure_cpu_threads(options.cpu_threads)
         keras.utils.set_random_seed(settings.seed)
         if options.deterministic:
             tf.config.experimental.enable_op_determinism()
