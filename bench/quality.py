@@ -57,6 +57,7 @@ CANDIDATES: dict[str, DemoRecipe] = {
     "nodrop-beta0.98": replace(DEFAULT, dropout=0.0, beta_2=0.98),
     "nodrop-warm100": replace(DEFAULT, dropout=0.0, warmup_steps=100),
     "nodrop-small": replace(DEFAULT, dropout=0.0, preset="small", learning_rate=5e-4),
+    "nodrop-b64-warm100": replace(DEFAULT, dropout=0.0, batch_size=64, warmup_steps=100),
     "nodrop-b16-warm100": replace(DEFAULT, dropout=0.0, batch_size=16, warmup_steps=100),
     "nodrop-b16-lr2e-3-warm100": replace(DEFAULT, dropout=0.0, batch_size=16, learning_rate=2e-3,
                                          warmup_steps=100),

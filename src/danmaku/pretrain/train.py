@@ -181,22 +181,24 @@ def _check_init_vocab(init_checkpoint: str, instances_vocab: Path) -> None:
 # Trainer
 # ---------------------------------------------------------------------------
 def configure_cpu_threads(threads: int | None = None) -> tuple[int, int] | None:
-    """On a machine without GPUs: one inter-op thread, ``threads`` (default: all cores) intra-op threads.
+    """On a small machine (<= 4 cores): one inter-op thread, ``threads`` (default: all) intra-op threads.
 
     TensorFlow's default is a pool of one inter-op thread per core beside the
     intra-op pool of one per core (plus tf.data's), so on 2 cores the training
     step's ops run 4 threads: on a busy machine the spare ones spin and yield
     (kernel time) and preempt the matmul threads. The step is one graph of
     mostly dependent ops, so one inter-op thread loses nothing
-    (``bench/pretrain.py`` measures both; bench/RESULTS.md). Only possible
-    before TensorFlow runs its first op in the process; later calls keep the
-    pools as they are and return ``None``, as does ``threads=0``.
+    (``bench/pretrain.py`` measures both; bench/RESULTS.md). Larger machines
+    keep TensorFlow's pools (independent small ops, e.g. the optimizer's
+    per-variable updates, use the spare cores there). Only possible before
+    TensorFlow runs its first op in the process; later calls keep the pools as
+    they are and return ``None``, as does ``threads=0``.
     """
     import os
 
     import tensorflow as tf
 
-    if threads == 0 or tf.config.list_physical_devices("GPU"):
+    if threads == 0 or (threads is None and (os.cpu_count() or 1) > 4):
         return None
     intra = threads or os.cpu_count() or 1
     try:
