@@ -50,7 +50,7 @@ CANDIDATES: dict[str, DemoRecipe] = {
     "before": BEFORE,
     "demo": DEFAULT,
     "fit": replace(BEFORE, fit=True),
-    "nodrop": replace(DEFAULT, dropout=0.0),
+    "nodrop": replace(DEFAULT, dropout=0.0),  # = demo since the screen
     "nodrop-lr2e-3": replace(DEFAULT, dropout=0.0, learning_rate=2e-3),
     "nodrop-b16": replace(DEFAULT, dropout=0.0, batch_size=16),
     "nodrop-b64": replace(DEFAULT, dropout=0.0, batch_size=64, learning_rate=1.5e-3),
