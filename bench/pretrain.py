@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 VOCAB = SHARED_DATA / "vocab.txt"
 CACHE = Path(tempfile.gettempdir()) / "danmaku-bench-pretrain"
+WARMUP_STEPS = 5  # untimed: tracing, the shuffle buffer, oneDNN's first-call kernel selection
 
 
 def _peak_rss_mb() -> float:
@@ -94,17 +95,24 @@ def child_torch(steps: int) -> dict:
         optimizer.step()
         optimizer.zero_grad()
 
-    for _ in range(2):
+    for _ in range(WARMUP_STEPS):
         step()
-    start = time.perf_counter()
+    before, start = os.times(), time.perf_counter()
     for _ in range(steps):
         step()
     seconds = time.perf_counter() - start
     return {"seq_per_s": batch * steps / seconds, "threads": torch.get_num_threads(),
-            "peak_rss_mb": _peak_rss_mb()}
+            "peak_rss_mb": _peak_rss_mb(), **_cpu_split(before, steps)}
 
 
-def child_dd_train(instances: str, steps: int) -> dict:
+def _cpu_split(before: os.times_result, steps: int) -> dict:
+    after = os.times()
+    user, system = after.user - before.user, after.system - before.system
+    return {"cpu_s_per_step": (user + system) / steps, "kernel_share": system / max(user + system, 1e-9)}
+
+
+def child_dd_train(instances: str, steps: int, threads: str) -> dict:
+    """danmaku's step; ``threads``: "library" (what ``Trainer`` sets) or "tf" (TensorFlow's defaults)."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     sys.path.insert(0, str(REPO))
     from danmaku.pretrain.config import BertConfig
@@ -115,15 +123,21 @@ def child_dd_train(instances: str, steps: int) -> dict:
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(Path(run_dir), BertConfig.preset("small"),
                           TrainSettings(steps=1000, batch_size=32, micro_batch_size=32),
-                          RunOptions(), seq=inst.max_seq_length, pred=inst.max_predictions)
+                          RunOptions(cpu_threads=None if threads == "library" else 0),
+                          seq=inst.max_seq_length, pred=inst.max_predictions)
         iterator = iter(trainer.dataset(inst.files("train"), 0))
-        for _ in range(2):
+        for _ in range(WARMUP_STEPS):
             trainer.train_step(iterator)
-        start = time.perf_counter()
+        before, start = os.times(), time.perf_counter()
         for _ in range(steps):
             trainer.train_step(iterator)
         seconds = time.perf_counter() - start
-    return {"seq_per_s": 32 * steps / seconds, "peak_rss_mb": _peak_rss_mb()}
+        import tensorflow as tf
+
+        pools = (tf.config.threading.get_inter_op_parallelism_threads(),
+                 tf.config.threading.get_intra_op_parallelism_threads())
+    return {"seq_per_s": 32 * steps / seconds, "peak_rss_mb": _peak_rss_mb(), "inter_intra": pools,
+            **_cpu_split(before, steps)}
 
 
 # BERT-base training FLOPs per sequence of 128 tokens with 20 masked positions:
@@ -244,7 +258,8 @@ def _slice(megabytes: float) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices-mb", type=float, nargs="+", default=[4, 16])
-    parser.add_argument("--train-steps", type=int, default=10)
+    parser.add_argument("--train-steps", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=2, help="Training measurements per side (best kept).")
     parser.add_argument("--gpu", action="store_true", help="BERT-base bf16 on a GPU, with MFU.")
     parser.add_argument("--gpu-batch", type=int, default=128)
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -253,7 +268,7 @@ def main() -> None:
         kind, *rest = args.child
         result = {"google": lambda: child_google(*rest), "danmaku": lambda: child_dd(*rest),
                   "torch": lambda: child_torch(int(rest[0])),
-                  "dd_train": lambda: child_dd_train(rest[0], int(rest[1])),
+                  "dd_train": lambda: child_dd_train(rest[0], int(rest[1]), rest[2]),
                   "gpu_torch": lambda: child_gpu_torch(int(rest[0]), int(rest[1])),
                   "gpu_dd": lambda: child_gpu_dd(rest[0], int(rest[1]), int(rest[2]), rest[3] == "1")}[kind]()
         print(json.dumps(result))
@@ -264,7 +279,7 @@ def main() -> None:
 
     rows = []
     instances_dir = None
-    for mb in args.slices_mb:
+    for mb in (m for m in args.slices_mb if m > 0):
         corpus = _slice(mb)
         with tempfile.TemporaryDirectory() as tmp:
             google = _run_child("google", str(corpus), str(Path(tmp) / "google.tfrecord"))
@@ -279,12 +294,29 @@ def main() -> None:
         rows.append((f"instances/s, {mb:g} MB slice, dupe 10 (peak RSS)",
                      f"{g_rate:,.0f} ({google['peak_rss_mb']:,.0f} MB)",
                      f"{d_rate:,.0f} ({ours['peak_rss_mb']:,.0f} MB)", d_rate / g_rate))
-    torch_r = _run_child("torch", str(args.train_steps))
-    ours_r = _run_child("dd_train", str(instances_dir), str(args.train_steps))
-    rows.append(("training seq/s, L4 H256 seq128 batch 32, CPU (peak RSS)",
-                 f"{torch_r['seq_per_s']:.1f} ({torch_r['peak_rss_mb']:,.0f} MB)",
-                 f"{ours_r['seq_per_s']:.1f} ({ours_r['peak_rss_mb']:,.0f} MB)",
-                 ours_r["seq_per_s"] / torch_r["seq_per_s"]))
+    if instances_dir is None:  # --slices-mb 0: training only, on instances of the 4 MB slice
+        instances_dir = CACHE / "instances-4mb"
+        if not (instances_dir / "instances.json").is_file():
+            _run_child("danmaku", str(_slice(4)), str(instances_dir))
+    # alternate the sides so that load on a shared machine hits both alike
+    runs: dict[str, list[dict]] = {"torch": [], "library": [], "tf": []}
+    for _ in range(args.rounds):
+        runs["torch"].append(_run_child("torch", str(args.train_steps)))
+        for threads in ("library", "tf"):
+            runs[threads].append(_run_child("dd_train", str(instances_dir), str(args.train_steps), threads))
+    best = {name: max(results, key=lambda r: r["seq_per_s"]) for name, results in runs.items()}
+    torch_r = best["torch"]
+
+    def cell(r: dict) -> str:
+        return (f"{r['seq_per_s']:.1f} ({r['peak_rss_mb']:,.0f} MB; {r['cpu_s_per_step']:.2f} CPU-s/step, "
+                f"{r['kernel_share']:.0%} kernel)")
+
+    for threads, label in (("library", "danmaku's threads"), ("tf", "TensorFlow's default threads")):
+        ours_r = best[threads]
+        inter, intra = ours_r["inter_intra"]
+        rows.append((f"training seq/s, L4 H256 seq128 batch 32, CPU, {label} (inter {inter or 'auto'}, "
+                     f"intra {intra or 'auto'}); best of {args.rounds}", cell(torch_r), cell(ours_r),
+                     ours_r["seq_per_s"] / torch_r["seq_per_s"]))
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; "
           "references: Google create_pretraining_data.py / transformers BertForPreTraining (torch)")

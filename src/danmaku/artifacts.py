@@ -30,7 +30,7 @@ import re
 import shutil
 import socket
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -100,16 +100,21 @@ class Manifest:
 
     @classmethod
     def require_same(cls, folder: str | Path, settings: Mapping[str, Any], keys: Iterable[str],
-                     hint: str) -> dict[str, Any] | None:
+                     hint: str, normalise: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+                     ) -> dict[str, Any] | None:
         """The folder's manifest if it was made with these settings (None: no manifest yet).
 
-        ``ArtifactMismatch`` names the settings that differ and says what to do (``hint``).
+        ``normalise`` brings an older manifest up to date first (settings added
+        since get their defaults). ``ArtifactMismatch`` names the settings that
+        differ and says what to do (``hint``).
         """
         if not cls.exists(folder):
             return None
         old = cls.read(folder)
         if old is None:
             raise ArtifactMismatch(f"{cls.path(folder)} is unreadable or not {cls.WHAT} manifest; {hint}")
+        if normalise is not None:
+            old = normalise(old)
         diff = [key for key in keys if old.get(key) != settings.get(key)]
         if diff:
             raise ArtifactMismatch(cls.MISMATCH.format(folder=folder, what=cls.WHAT, keys=", ".join(diff),

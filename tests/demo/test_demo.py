@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from danmaku.cli.main import app
-from tests.conftest import FIXTURES, SHARED_DATA
+from tests.conftest import FIXTURES, PYTHONPATH, SHARED_DATA
 
 
 @pytest.fixture
@@ -53,13 +56,29 @@ def test_demo_runs_end_to_end_and_resumes(small_data: Path, tmp_path: Path):
 
     # the table holds the numbers this run computed, and training helped on held-out data
     state = json.loads((out / "state.json").read_text())["stages"]
-    assert state["train"]["step"] == 80
+    assert state["train"]["step"] == 80  # the schedule ends at --steps when the budget holds more
+    assert state["train"]["sequences"] == 80 * 32
+    assert "80 steps of\n32 sequences (2,560 sequences" in report
     before, after = state["evaluate"]["before"], state["evaluate"]["after"]
     assert table_row(report, "initial weights, evaluation set")[0] == pytest.approx(
         before["eval"]["masked_lm_accuracy"], abs=1e-6)
     assert table_row(report, "tuned, evaluation set")[1] == pytest.approx(
         after["eval"]["masked_lm_loss"], rel=1e-5)
     assert after["eval"]["masked_lm_accuracy"] > before["eval"]["masked_lm_accuracy"]
+    # the count reference sits beside them, on the same instances
+    reference = state["reference"]["rows"]
+    for split, label in (("train", "training set"), ("eval", "evaluation set")):
+        row = next(line for line in report.splitlines()
+                   if line.startswith(f"| bigram counts (reference), {label} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")[1:]]
+        assert float(cells[0]) == pytest.approx(reference[split]["masked_lm_accuracy"], abs=1e-6)
+        assert float(cells[1]) == pytest.approx(reference[split]["masked_lm_loss"], rel=1e-5)
+        assert cells[2:] == ["-", "-"]
+        assert reference[split]["examples"] == before[split]["examples"] > 0
+    assert 0.05 < reference["eval"]["masked_lm_accuracy"] < reference["train"]["masked_lm_accuracy"]
+    # messages fit the demo: it continues by itself, and no float noise
+    assert "same command again" not in result.output
+    assert not re.search(r"\d\.\d{5,}", result.output), result.output
     assert after["eval"]["masked_lm_loss"] < before["eval"]["masked_lm_loss"] - 1.0
 
     # the held-out file holds live broadcasts only, and none of them is in the training file
@@ -74,7 +93,18 @@ def test_demo_runs_end_to_end_and_resumes(small_data: Path, tmp_path: Path):
     # a second run reuses every finished stage
     again = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert again.exit_code == 0, again.output
-    assert len(re.findall(r"reused", again.output)) == 7
+    assert len(re.findall(r"reused", again.output)) == 8
+
+
+def test_tensorflow_starts_quietly():
+    """TF's absl start-up lines (oneDNN, CUDA drivers) are written by C++ to fd 2: a real process."""
+    code = ("from danmaku.cli.pretrain import quiet_tensorflow; quiet_tensorflow(); "
+            "import tensorflow as tf; print(int(tf.constant(2) * 3))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={k: v for k, v in os.environ.items() if not k.startswith("TF_")}
+                          | {"PYTHONPATH": PYTHONPATH})
+    assert proc.returncode == 0 and proc.stdout.strip() == "6", proc.stderr
+    assert proc.stderr == "", proc.stderr
 
 
 def test_demo_without_data_is_a_clear_error(tmp_path: Path):

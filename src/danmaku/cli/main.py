@@ -42,10 +42,11 @@ app.add_typer(embed_app, name="embed")
 def demo(
     out: Annotated[Path, typer.Option(help="Where the run goes (store, corpus, model, report).")] = Path(
         "demo/run"),
-    minutes: Annotated[float, typer.Option(help="Training time budget in minutes.")] = 15.0,
+    minutes: Annotated[float, typer.Option(
+        help="Training time budget in minutes: the learning rate decays to 0 there.")] = 15.0,
     data: Annotated[Path, typer.Option(help="The shared sample data directory.")] = Path("../shared/data"),
     steps: Annotated[int, typer.Option(
-        help="Optimizer steps at most (the learning-rate schedule spans them).")] = 4000,
+        help="Optimizer steps at most (the learning-rate schedule ends at the budget or here).")] = 100_000,
     dupe_factor: Annotated[int, typer.Option(help="Passes over the corpus when making instances.")] = 5,
     eval_batches: Annotated[int, typer.Option(
         help="Eval batches of 8 per row of the table (the study: 100).")] = 100,
@@ -58,6 +59,7 @@ def demo(
 
     Example: danmaku demo --minutes 15 --out demo/run && xdg-open demo/run/report.html
     """
+    from danmaku.cli.pretrain import quiet_tensorflow
     from danmaku.demo.pipeline import DemoError, DemoSettings, run_demo
 
     if minutes <= 0 or steps < 1 or dupe_factor < 1 or eval_batches < 1:
@@ -73,6 +75,7 @@ def demo(
         else:
             console.print(f"[green]✓[/] {title} ({seconds:.0f} s)")
 
+    quiet_tensorflow()  # before any stage imports it
     try:
         report = run_demo(settings, on_stage=on_stage, on_message=console.print)
     except DemoError as error:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -36,9 +38,37 @@ def _user_errors() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
-def _quiet_tf() -> None:
+def quiet_tensorflow() -> None:
+    """Import TensorFlow once, without its C++ start-up lines.
+
+    TF 2.21 logs "oneDNN custom operations are on" and, without a GPU, "Could not
+    find cuda drivers" through absl before ``absl::InitializeLog`` -- twice, from
+    two shared libraries -- when it is first imported; neither
+    ``TF_CPP_MIN_LOG_LEVEL`` nor ``ABSL_MIN_LOG_LEVEL``/``GLOG_minloglevel``
+    reach them (tried). So the import runs with file descriptor 2 pointed at a
+    temporary file, and what it wrote is shown only if the import fails.
+    ``TF_CPP_MIN_LOG_LEVEL=3`` (set before) keeps TensorFlow's later C++ logs quiet.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            capture.seek(0)
+            sys.stderr.write(capture.read().decode("utf-8", errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 
 
 @pretrain_app.command()
@@ -111,6 +141,9 @@ def train(
     learning_rate: Annotated[float | None, typer.Option(
         help="Peak learning rate (default 2e-5 from a checkpoint, 1e-4 from scratch, 1e-3 tiny).")] = None,
     warmup_steps: Annotated[int | None, typer.Option(help="Warm-up steps (default 10%).")] = None,
+    fit_minutes: Annotated[float | None, typer.Option(
+        help="End the learning-rate decay at this much training time: the total steps are fixed from the "
+             "speed of steps 20-60 and kept on resume (--steps caps them).")] = None,
     optimizer: Annotated[str | None, typer.Option(help="adamw (Google's AdamWeightDecay) or lamb.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of initialisation, dropout and data order.")] = None,
     mixed_precision: Annotated[str | None, typer.Option(help="bf16 or fp16 (default fp32).")] = None,
@@ -131,9 +164,10 @@ def train(
       danmaku pretrain train --instances instances/ --out run/ --preset tiny
       danmaku pretrain train --instances instances/ --out run/ --recipe study
         --init-checkpoint chinese_L-12_H-768_A-12/bert_model.ckpt --mixed-precision bf16 --xla
+      danmaku pretrain train --instances instances/ --out run/ --preset tiny --fit-minutes 15 --steps 100000
       danmaku pretrain train --out run/            # resume after a kill or --max-minutes
     """
-    _quiet_tf()
+    quiet_tensorflow()
     from danmaku.pretrain.train import RunOptions, settings_for
     from danmaku.pretrain.train import train as run_train
 
@@ -153,7 +187,7 @@ def train(
                 learning_rate = 2e-5  # Google's suggestion for continuing a released checkpoint
             settings = settings_for(recipe, batch_size=batch_size, micro_batch_size=micro_batch_size,
                                     steps=steps, learning_rate=learning_rate, warmup_steps=warmup_steps,
-                                    optimizer=optimizer, seed=seed)
+                                    optimizer=optimizer, seed=seed, fit_minutes=fit_minutes)
         with progress_bar() as bar:
             task = bar.add_task("pretraining", total=None, detail="")
 
@@ -209,19 +243,32 @@ def evaluate_cmd(
     batch_size: Annotated[int, typer.Option(help="Eval batch size (Google's default 8).")] = 8,
     max_steps: Annotated[int, typer.Option(help="Eval batches per split (Google's 100; 0 = all).")] = 100,
     label: Annotated[str | None, typer.Option(help="Row label in the table (default: model name).")] = None,
+    reference: Annotated[Path | None, typer.Option(
+        "--reference", help="Corpus dir the instances were made from: add the bigram count reference's "
+        "rows (same instances and masked positions).")] = None,
     json_out: Annotated[Path | None, typer.Option(
         "--json", help="JSON output (default: RUN_DIR/eval-step-N.json, else ./eval-NAME.json).")] = None,
 ) -> None:
     """Google's masked_lm/next_sentence accuracy and loss on train and eval instances.
 
+    With --reference CORPUS, a count model of CORPUS's training file (a masked token
+    from how often it follows its left and precedes its right neighbour, smoothed)
+    is scored on the same masked positions: what training has to beat.
+
     Example: danmaku pretrain eval run/ --instances instances/      (the "after" rows)
              danmaku pretrain eval chinese_L-12_H-768_A-12 --instances instances/   (the "before" row)
+             danmaku pretrain eval run/ --instances instances/ --reference corpora/demo/VERSION
     """
-    _quiet_tf()
+    quiet_tensorflow()
     from danmaku.pretrain.evaluate import evaluate, table, write_json
     from danmaku.pretrain.loading import load_bert
 
     with _user_errors():
+        if reference is not None:  # a wrong corpus fails before the model is loaded
+            from danmaku.pretrain.data import open_instances
+            from danmaku.pretrain.reference import training_file
+
+            training_file(reference, open_instances(instances))
         bert = load_bert(model, ckpt_name=ckpt_name, tuned_dir=tuned_dir)
         rows = evaluate(bert, instances, batch_size=batch_size, max_steps=max_steps or None)
         name = label or (tuned_dir or model).name
@@ -230,8 +277,20 @@ def evaluate_cmd(
         # a run dir keeps its evals; other models may be read-only: the current directory
         target = json_out or (home / f"eval{step}.json" if RunManifest.exists(home)
                               else Path(f"eval-{name}{step}.json"))
-        write_json(target, bert.source, rows, step=bert.step, batch_size=batch_size, max_steps=max_steps)
-    typer.echo(table(rows, name))
+        ref_rows = None
+        if reference is not None:
+            from danmaku.pretrain.reference import reference_metrics
+
+            with progress_bar() as bar:
+                task = bar.add_task("counting bigrams", total=None, detail="")
+                ref = reference_metrics(
+                    reference, instances, batch_size=batch_size, max_steps=max_steps or None,
+                    progress=lambda lines: bar.update(task, completed=lines, detail=f"{lines:,} lines"))
+            ref_rows = ref.rows
+        extra = {"reference": {"corpus": str(reference), "rows": ref_rows}} if ref_rows else {}
+        write_json(target, bert.source, rows, step=bert.step, batch_size=batch_size, max_steps=max_steps,
+                   **extra)
+    typer.echo(table(rows, name, ref_rows))
     console.print(f"metrics written to {target}")
 
 
@@ -264,7 +323,7 @@ def export(
              bert-serving-start -model_dir chinese_L-12_H-768_A-12 -tuned_model_dir tuned/
                -ckpt_name model.ckpt-12000
     """
-    _quiet_tf()
+    quiet_tensorflow()
     from danmaku.pretrain.export import FORMATS, export_model
     from danmaku.pretrain.loading import load_bert
     from danmaku.pretrain.model_card import gather

@@ -1,8 +1,10 @@
 """``danmaku demo``: the whole study on the shared sample, in one resumable command.
 
 import (video CSV + live chat) -> corpus (eval file = live broadcasts only) ->
-instances -> a ``tiny`` BERT trained from scratch on CPU within a time budget ->
-the study's table (initial weights vs trained, on train and held-out eval
+instances -> the bigram count reference (``pretrain/reference.py``) -> a
+``tiny`` BERT trained from scratch on CPU, its learning-rate schedule fitted to
+the time budget (``demo/recipe.py``, ``pretrain/budget.py``) -> the study's
+table (count reference, initial weights, trained, on train and held-out eval
 instances) -> the meme picture, neighbours and score for both models -> a
 report (Markdown + self-contained HTML).
 
@@ -34,8 +36,9 @@ class DemoSettings:
         data: the shared sample (``video_danmaku/``, ``live_danmaku/``, ``vocab.txt``,
             ``meme_phrases.txt``).
         out: the run directory (store, corpus, instances, model, report).
-        minutes: training time budget.
-        steps: optimizer steps at most (the learning-rate schedule spans them).
+        minutes: training time budget: the learning-rate schedule ends there
+            (steps fixed from the throughput of the first steps, ``pretrain/budget.py``).
+        steps: optimizer steps at most (the schedule ends at the budget or here).
         dupe_factor: passes over the corpus when making instances (Google: 10;
             the demo trains on far fewer sequences than one pass yields).
         eval_points: evaluations during training, for the curves.
@@ -46,7 +49,7 @@ class DemoSettings:
     data: Path
     out: Path
     minutes: float = 15.0
-    steps: int = 4000
+    steps: int = 100_000
     dupe_factor: int = 5
     eval_points: int = 4
     eval_batches: int = 100
@@ -121,7 +124,6 @@ def run_demo(settings: DemoSettings, *, on_stage: StageCallback = _ignore,
     """
     check_inputs(settings)
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
     if settings.fresh and settings.out.exists():
         shutil.rmtree(settings.out)
     settings.out.mkdir(parents=True, exist_ok=True)
@@ -134,6 +136,8 @@ def run_demo(settings: DemoSettings, *, on_stage: StageCallback = _ignore,
                     lambda: _export(settings, store_url), on_stage)
     instances = _stage(state, "instances", "make pretraining instances",
                        lambda: _instances(settings, Path(corpus["dir"])), on_stage)
+    reference = _stage(state, "reference", "count the bigram reference (training file)",
+                       lambda: _reference(settings, Path(corpus["dir"]), Path(instances["dir"])), on_stage)
     training = _stage(state, "train", f"train the tiny BERT ({settings.minutes:g} min budget)",
                       lambda: _train(settings, Path(instances["dir"]), on_message), on_stage)
     table = _stage(state, "evaluate", "evaluate initial and trained weights",
@@ -141,8 +145,8 @@ def run_demo(settings: DemoSettings, *, on_stage: StageCallback = _ignore,
     embedded = _stage(state, "embed", "embed the meme phrases with both models",
                       lambda: _embed(settings, training), on_stage)
     report = _stage(state, "report", "write the report",
-                    lambda: _report(settings, state, imported, corpus, instances, training, table,
-                                    embedded), on_stage)
+                    lambda: _report(settings, state, imported, corpus, instances, reference, training,
+                                    table, embedded), on_stage)
     return Path(report["html"])
 
 
@@ -192,35 +196,53 @@ def _instances(settings: DemoSettings, corpus_dir: Path) -> dict[str, Any]:
     return {"dir": str(out), "splits": {split: asdict(stats) for split, stats in summary.splits.items()}}
 
 
+def _reference(settings: DemoSettings, corpus_dir: Path, instances_dir: Path) -> dict[str, Any]:
+    from danmaku.pretrain.reference import reference_metrics
+
+    result = reference_metrics(corpus_dir, instances_dir, max_steps=settings.eval_batches)
+    return {"rows": result.rows, "counted": result.counted}
+
+
 def _train(settings: DemoSettings, instances_dir: Path, on_message: Callable[[str], None]) -> dict[str, Any]:
-    from danmaku.pretrain.config import BertConfig
+    """Train the recipe until its fitted schedule ends, pausing ``eval_points`` times for the curves.
+
+    The budget counts training only: each pause (a checkpoint, an eval on 25
+    batches per split, rebuilding the step) comes on top, and the fitted
+    schedule is bound by steps, so a pause cannot cut its decay short.
+    """
+    from danmaku.demo.recipe import DEFAULT
+    from danmaku.pretrain.budget import load_schedule
     from danmaku.pretrain.evaluate import evaluate
     from danmaku.pretrain.loading import load_bert
-    from danmaku.pretrain.train import RunOptions, settings_for, train
+    from danmaku.pretrain.train import RunOptions, train
 
     run_dir = settings.out / "model"
-    config = BertConfig.preset("tiny")
-    train_settings = settings_for("tiny", steps=settings.steps, warmup_steps=max(settings.steps // 20, 10))
+    recipe = DEFAULT
+    config, train_settings = recipe.model_config(), recipe.train_settings(settings.minutes, settings.steps)
     evals: list[dict[str, Any]] = []
     history: list[dict[str, float]] = []
     chunk = settings.minutes / max(settings.eval_points, 1)
     began = time.monotonic()
-    step = 0
     while True:
-        left = settings.minutes - (time.monotonic() - began) / 60
         result = train(run_dir, instances_dir=None if (run_dir / "run.json").is_file() else instances_dir,
-                       config=config, settings=train_settings,
-                       options=RunOptions(max_minutes=max(min(chunk, left), 0.05), save_every=10_000))
+                       config=config, settings=train_settings, on_notice=on_message,
+                       options=RunOptions(max_minutes=chunk, save_every=100_000))
         history.extend(result.history)
-        step = result.step
         if not evals:
             evals.append(_eval_point(load_bert(run_dir / "initial"), instances_dir, 0, evaluate))
-        evals.append(_eval_point(load_bert(run_dir), instances_dir, step, evaluate))
-        on_message(f"step {step}: eval masked_lm_accuracy {evals[-1]['eval']['masked_lm_accuracy']:.4f}")
-        if result.stopped == "done" or (time.monotonic() - began) / 60 >= settings.minutes:
+        if evals[-1]["step"] != result.step:
+            evals.append(_eval_point(load_bert(run_dir), instances_dir, result.step, evaluate))
+        on_message(f"step {result.step:,} of {result.total_steps:,}: held-out eval masked_lm_accuracy "
+                   f"{evals[-1]['eval']['masked_lm_accuracy']:.3f}")
+        if result.stopped == "done":
             break
-    return {"run_dir": str(run_dir), "step": step, "history": history, "evals": evals,
-            "minutes": (time.monotonic() - began) / 60}
+    schedule = load_schedule(run_dir)
+    return {"run_dir": str(run_dir), "step": result.step, "sequences": result.sequences,
+            "history": history, "evals": evals, "minutes": (time.monotonic() - began) / 60,
+            "recipe": recipe.describe(), "batch_size": train_settings.batch_size,
+            "schedule": None if schedule is None else {
+                "steps": schedule.steps, "steps_per_second": 1 / schedule.seconds_per_step,
+                "probe": list(schedule.probe)}}
 
 
 def _eval_point(bert: Any, instances_dir: Path, step: int, evaluate: Callable) -> dict[str, Any]:
@@ -267,7 +289,7 @@ def _embed(settings: DemoSettings, training: dict[str, Any]) -> dict[str, Any]:
 
 
 def _report(settings: DemoSettings, state: DemoState, imported: dict, corpus: dict, instances: dict,
-            training: dict, table: dict, embedded: dict) -> dict[str, Any]:
+            reference: dict, training: dict, table: dict, embedded: dict) -> dict[str, Any]:
     from danmaku.demo.report import metrics_table, plain_table, plot_curves, write_report
 
     plot_curves(training["history"], training["evals"], settings.out / "curves.png")
@@ -279,12 +301,19 @@ Everything below was computed in this run (`{settings.out}`), from the raw files
 
 ## The study's table
 
-A `tiny` BERT (2 layers, hidden 128) trained from scratch for {training['step']} steps
-({training['minutes']:.1f} min on this machine's CPU). "Before" is its initial (random)
-weights; the eval instances come from live broadcasts that the training file does not contain.
-Each row: {settings.eval_batches} batches of 8 instances.
+A `tiny` BERT (2 layers, hidden 128) trained from scratch for {training['step']:,} steps of
+{training['batch_size']} sequences ({training['sequences']:,} sequences of up to 128 tokens) in
+{training['minutes']:.1f} min on this machine's CPU (training, plus the pauses for the curves' evals).
+{_schedule_line(settings, training)}
+"Before" is its initial (random) weights; the eval instances come from live broadcasts that the
+training file does not contain. The reference rows are a bigram count model of the training file
+({reference['counted']['tokens']:,} tokens; a masked token predicted from its visible left and right
+neighbours, `danmaku pretrain eval --reference`) on exactly the same masked positions: what
+training has to beat. Each row: {settings.eval_batches} batches of 8 instances.
 
 {metrics_table([
+    ("bigram counts (reference), training set", reference["rows"]["train"]),
+    ("bigram counts (reference), evaluation set", reference["rows"]["eval"]),
     ("initial weights, training set", table["before"]["train"]),
     ("initial weights, evaluation set", table["before"]["eval"]),
     ("tuned, training set", table["after"]["train"]),
@@ -329,6 +358,17 @@ Nearest phrases (cosine, REDUCE_MEAN of the last layer):
 """
     md_path, html_path = write_report(settings.out, md, "danmaku demo report")
     return {"markdown": str(md_path), "html": str(html_path)}
+
+
+def _schedule_line(settings: DemoSettings, training: dict[str, Any]) -> str:
+    recipe, schedule = training["recipe"], training.get("schedule")
+    fitted = (f"The learning-rate schedule was fitted to the {settings.minutes:g}-minute budget: "
+              f"{schedule['steps_per_second']:.2f} steps/s measured over steps {schedule['probe'][0]}-"
+              f"{schedule['probe'][1]} gave {schedule['steps']:,} steps; " if schedule else
+              f"The learning-rate schedule spans {training['step']:,} steps: ")
+    return (fitted + f"warm-up to {recipe['learning_rate']:g}, then linear decay to 0 (Google's schedule "
+            f"and AdamWeightDecay, beta_2 {recipe['beta_2']:g}, epsilon {recipe['epsilon']:g}); dropout "
+            f"{recipe['dropout']:g}. The demo's recipe is the best that `bench/quality.py` measured.")
 
 
 def _counts_lines(counts: dict[str, Any]) -> str:

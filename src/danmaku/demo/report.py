@@ -17,10 +17,11 @@ METRICS = ("masked_lm_accuracy", "masked_lm_loss", "next_sentence_accuracy", "ne
 
 
 def metrics_table(rows: Sequence[tuple[str, dict[str, float]]]) -> str:
-    """The study's four-metric table (Markdown), one row per (label, metrics)."""
+    """The study's four-metric table (Markdown), one row per (label, metrics); a missing metric is "-"."""
     lines = ["| model, data | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
     for label, values in rows:
-        lines.append(f"| {label} | " + " | ".join(f"{values[m]:.6g}" for m in METRICS) + " |")
+        lines.append(f"| {label} | " + " | ".join(f"{values[m]:.6g}" if m in values else "-"
+                                                  for m in METRICS) + " |")
     return "\n".join(lines)
 
 

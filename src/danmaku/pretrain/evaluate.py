@@ -62,11 +62,19 @@ def evaluate(bert: Any, instances_dir: str | Path, *, splits: tuple[str, ...] = 
     return results
 
 
-def table(rows: dict[str, dict[str, float]], label: str) -> str:
-    """The study's table (markdown): one row per split."""
+def table(rows: dict[str, dict[str, float]], label: str,
+          reference: dict[str, dict[str, float]] | None = None) -> str:
+    """The study's table (markdown): one row per split, the count reference's rows first.
+
+    The reference (``reference.py``) predicts masked tokens only: its
+    next-sentence cells are "-".
+    """
     lines = ["| model, data | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
-    for split, metrics in rows.items():
-        lines.append(f"| {label}, {split} set | " + " | ".join(f"{metrics[m]:.6g}" for m in METRICS) + " |")
+    labelled = [(f"bigram counts (reference), {split} set", m) for split, m in (reference or {}).items()]
+    labelled += [(f"{label}, {split} set", m) for split, m in rows.items()]
+    for name, metrics in labelled:
+        lines.append(f"| {name} | " + " | ".join(f"{metrics[m]:.6g}" if m in metrics else "-"
+                                                 for m in METRICS) + " |")
     return "\n".join(lines)
 
 

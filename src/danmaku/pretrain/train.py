@@ -55,6 +55,10 @@ STRATEGIES = ("default", "mirrored", "tpu")
 PRECISIONS = {None: None, "fp32": None, "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
+class RunError(ValueError):
+    """A user error about the run directory or its inputs."""
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """Everything that decides the result of a run (stored in ``run.json``)."""
@@ -69,10 +73,19 @@ class TrainSettings:
     clip_norm: float = 1.0
     seed: int = 12345
     shuffle_buffer: int = 10_000
+    beta_2: float = 0.999  # Google's AdamWeightDecay
+    epsilon: float = 1e-6
+    fit_minutes: float | None = None  # end the schedule at this much training time (``budget.py``)
 
     @property
     def num_warmup_steps(self) -> int:
         return self.warmup_steps if self.warmup_steps is not None else int(0.1 * self.steps)
+
+    def __post_init__(self) -> None:
+        if self.fit_minutes is not None and self.fit_minutes <= 0:
+            raise RunError(f"--fit-minutes must be positive, got {self.fit_minutes}")
+        if not 0 <= self.beta_2 < 1 or self.epsilon <= 0:
+            raise RunError(f"need 0 <= beta_2 < 1 and epsilon > 0, got {self.beta_2}, {self.epsilon}")
 
 
 @dataclass(frozen=True)
@@ -88,6 +101,7 @@ class RunOptions:
     log_every: int = 10
     max_minutes: float | None = None
     deterministic: bool = False
+    cpu_threads: int | None = None  # None: ``configure_cpu_threads``' policy; 0: TensorFlow's defaults
 
 
 # The study (../shared/docs/seed.md): batch 2048 for 12,000 steps at sequence
@@ -107,10 +121,8 @@ class TrainResult:
     resumed_from: int
     stopped: str  # "done" | "time budget"
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-class RunError(ValueError):
-    """A user error about the run directory or its inputs."""
+    total_steps: int = 0  # the schedule's end: ``steps``, or the fitted total of a ``fit_minutes`` run
+    sequences: int = 0  # instances trained on by the end of this call (step x batch size)
 
 
 # ---------------------------------------------------------------------------
@@ -134,7 +146,7 @@ def init_run(run_dir: Path, *, instances_dir: Path, config: BertConfig, settings
         old = RunManifest.require_same(
             run_dir, manifest, ("instances", "settings", "bert_config", "init_checkpoint"),
             hint="resume it with the same arguments (or just `danmaku pretrain train --out RUN_DIR`) "
-                 "or use a new --out")
+                 "or use a new --out", normalise=_with_new_defaults)
     except ArtifactMismatch as error:
         raise RunError(str(error)) from None
     if old is not None:
@@ -153,6 +165,13 @@ def init_run(run_dir: Path, *, instances_dir: Path, config: BertConfig, settings
     config.to_json_file(run_dir / GOOGLE_CONFIG)
     RunManifest.write(run_dir, manifest)
     return manifest
+
+
+def _with_new_defaults(old: dict[str, Any]) -> dict[str, Any]:
+    """A run from before a setting existed has that setting's default."""
+    if isinstance(old.get("settings"), dict):
+        return old | {"settings": asdict(TrainSettings(**old["settings"]))}
+    return old
 
 
 def load_run(run_dir: Path) -> dict[str, Any]:
@@ -175,6 +194,35 @@ def _check_init_vocab(init_checkpoint: str, instances_vocab: Path) -> None:
 # ---------------------------------------------------------------------------
 # Trainer
 # ---------------------------------------------------------------------------
+def configure_cpu_threads(threads: int | None = None) -> tuple[int, int] | None:
+    """On a small machine (<= 4 cores): one inter-op thread, ``threads`` (default: all) intra-op threads.
+
+    TensorFlow's default is a pool of one inter-op thread per core beside the
+    intra-op pool of one per core (plus tf.data's), so on 2 cores the training
+    step's ops run 4 threads: on a busy machine the spare ones spin and yield
+    (kernel time) and preempt the matmul threads. The step is one graph of
+    mostly dependent ops, so one inter-op thread loses nothing
+    (``bench/pretrain.py`` measures both; bench/RESULTS.md). Larger machines
+    keep TensorFlow's pools (independent small ops, e.g. the optimizer's
+    per-variable updates, use the spare cores there). Only possible before
+    TensorFlow runs its first op in the process; later calls keep the pools as
+    they are and return ``None``, as does ``threads=0``.
+    """
+    import os
+
+    import tensorflow as tf
+
+    if threads == 0 or (threads is None and (os.cpu_count() or 1) > 4):
+        return None
+    intra = threads or os.cpu_count() or 1
+    try:
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+    except RuntimeError:  # the runtime is initialised already
+        return None
+    return 1, intra
+
+
 def make_strategy(name: str, tpu: str | None = None):
     import tensorflow as tf
 
@@ -199,12 +247,12 @@ class Trainer:
         import tensorflow as tf
 
         from danmaku.pretrain.model import BertPretrainer
-        from danmaku.pretrain.optimization import create_optimizer
 
         if options.mixed_precision not in PRECISIONS:
             raise RunError(f"--mixed-precision must be bf16 or fp16, got {options.mixed_precision!r}")
         self.run_dir, self.config, self.settings, self.options = Path(run_dir), config, settings, options
         self.seq, self.pred = seq, pred
+        self.threads = configure_cpu_threads(options.cpu_threads)
         keras.utils.set_random_seed(settings.seed)
         if options.deterministic:
             tf.config.experimental.enable_op_determinism()
@@ -221,11 +269,7 @@ class Trainer:
         with self.strategy.scope():
             self.model = BertPretrainer.from_bert_config(config, dtype=policy)
             self.model(self._dummy_inputs(2), training=False)
-            self.optimizer = create_optimizer(
-                self.model, settings.optimizer, settings.learning_rate, settings.steps,
-                settings.num_warmup_steps, weight_decay_rate=settings.weight_decay,
-                clip_norm=None,  # clipped in the step, over all replicas (see _build_step)
-                loss_scale=options.mixed_precision == "fp16")
+            self.optimizer = self._optimizer()
             self.optimizer.build(self.model.trainable_variables)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="dd_step")
         rng_states = [v for v in self.model.variables if v.name == "seed_generator_state"]
@@ -235,6 +279,34 @@ class Trainer:
             self.checkpoint, str(self.run_dir / RUN_CHECKPOINTS), max_to_keep=options.keep_checkpoints,
             checkpoint_name="ckpt", step_counter=self.step)
         self._step_fn = self._build_step()
+
+    def _optimizer(self):
+        """Google's ``create_optimizer`` (``optimization.py``) with the run's Adam constants and schedule.
+
+        Clipping happens in the step, over all replicas (see ``_build_step``). A
+        ``fit_minutes`` run gets ``FittedWarmupLinearDecay`` (same function, end step
+        decided after the probe, ``budget.py``).
+        """
+        import keras
+
+        from danmaku.pretrain.budget import fitted_learning_rate
+        from danmaku.pretrain.optimization import OPTIMIZERS, WarmupLinearDecay, decayed_variables
+
+        s = self.settings
+        if s.optimizer not in OPTIMIZERS:
+            raise RunError(f"unknown optimizer {s.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+        make = fitted_learning_rate if s.fit_minutes else WarmupLinearDecay
+        self.schedule = make(s.learning_rate, s.steps, s.num_warmup_steps)
+        optimizer = OPTIMIZERS[s.optimizer](
+            self.schedule, weight_decay_rate=s.weight_decay, decay_variables=decayed_variables(self.model),
+            global_clipnorm=None, beta_2=s.beta_2, epsilon=s.epsilon)
+        if self.options.mixed_precision == "fp16":  # dynamic loss scaling, inf/nan steps skipped
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        return optimizer
+
+    def set_total_steps(self, steps: int) -> None:
+        """Move the end of a fitted schedule (``budget.py``); the compiled step reads it."""
+        self.schedule.set_total(steps)
 
     def _dummy_inputs(self, batch: int) -> dict[str, Any]:
         import numpy as np
@@ -412,8 +484,19 @@ def train(run_dir: str | Path, *, instances_dir: str | Path | None = None, confi
     start = trainer.restore_or_init(init_checkpoint, on_notice)
     if start == 0 and not init_checkpoint:
         _save_initial(trainer, run_dir)
-    result = TrainResult(run_dir, start, start, "done")
-    if start >= settings.steps:
+    from danmaku.pretrain.budget import fit_steps, load_schedule, probe_window, save_schedule
+
+    total = settings.steps
+    fitted = load_schedule(run_dir) if settings.fit_minutes else None
+    probe = None
+    if fitted:
+        total = fitted.steps
+        trainer.set_total_steps(total)
+    elif settings.fit_minutes and probe_window(start)[1] < settings.steps:
+        probe = probe_window(start)
+    result = TrainResult(run_dir, start, start, "done", total_steps=total)
+    if start >= total:
+        result.sequences = start * settings.batch_size
         return result
     iterator = iter(trainer.dataset(files, skip_records=start * settings.batch_size))
     writer = tf.summary.create_file_writer(str(run_dir / "logs"))
@@ -421,10 +504,11 @@ def train(run_dir: str | Path, *, instances_dir: str | Path | None = None, confi
     window_start, window_steps = time.monotonic(), 0
     window = _Window()
     step = start
+    probe_began = 0.0
     if on_begin:
-        on_begin(start, settings.steps)
+        on_begin(start, total)
     with writer.as_default():
-        while step < settings.steps:
+        while step < total:
             try:
                 sums = trainer.train_step(iterator)
             except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as err:
@@ -434,9 +518,25 @@ def train(run_dir: str | Path, *, instances_dir: str | Path | None = None, confi
                                    "re-run `danmaku pretrain prepare`") from None
                 raise RunError(f"cannot read the instances: {err.message}") from None
             step += 1
+            if probe and step == probe[0]:
+                probe_began = time.monotonic()
+            elif probe and step == probe[1]:
+                assert settings.fit_minutes is not None
+                per_step = (time.monotonic() - probe_began) / (probe[1] - probe[0])
+                fitted = fit_steps(settings.fit_minutes, per_step, settings.steps, probe)
+                save_schedule(run_dir, fitted)
+                total = result.total_steps = fitted.steps
+                trainer.set_total_steps(total)
+                probe = None
+                if on_begin:
+                    on_begin(start, total)
+                if on_notice:
+                    on_notice(f"{total:,} steps fit {settings.fit_minutes:g} min of training "
+                              f"({1 / fitted.seconds_per_step:.2f} steps/s over steps "
+                              f"{fitted.probe[0]}-{fitted.probe[1]}); the learning rate decays to 0 there")
             window.add(sums)
             window_steps += 1
-            if step % options.log_every == 0 or step == settings.steps:
+            if step % options.log_every == 0 or step == total:
                 elapsed = time.monotonic() - window_start
                 row = window.row(settings.batch_size * window_steps / max(elapsed, 1e-9))
                 row["learning_rate"] = trainer.learning_rate()
@@ -448,14 +548,15 @@ def train(run_dir: str | Path, *, instances_dir: str | Path | None = None, confi
                 window, window_start, window_steps = _Window(), time.monotonic(), 0
             budget = options.max_minutes
             out_of_time = budget is not None and time.monotonic() - began > 60 * budget
-            if step % options.save_every == 0 or step == settings.steps or out_of_time:
+            if step % options.save_every == 0 or step == total or out_of_time:
                 trainer.save()
-            if out_of_time and step < settings.steps:
+            if out_of_time and step < total:
                 result.stopped = "time budget"
                 break
     writer.flush()
     result.step = step
-    if step >= settings.steps:
+    result.sequences = step * settings.batch_size
+    if step >= total:
         # The finished model also as Google's model.ckpt-N beside bert_config.json and
         # vocab.txt: RUN_DIR works as bert-as-service's -tuned_model_dir as it is.
         from danmaku.pretrain.checkpoints import google_weights, write_google_checkpoint

@@ -47,7 +47,7 @@ class ShardJob:
 
 
 _TOKENIZERS: dict[str, BertTokenizer] = {}
-_WORKER_CACHE: dict[str, np.ndarray] = {}
+_WORKER_CACHES: dict[str, dict[str, np.ndarray]] = {}  # per vocabulary
 
 
 def tokenizer_for(vocab_path: str) -> BertTokenizer:
@@ -67,7 +67,7 @@ def process_shard(job: ShardJob) -> ShardStats:
     """Tokenise one shard of documents, build its instances, write its TFRecord file."""
     tok = tokenizer_for(job.vocab_path)
     cls_id, sep_id, mask_id = special_ids(tok)
-    docs = tokenize_documents(job.docs, tok, _WORKER_CACHE)
+    docs = tokenize_documents(job.docs, tok, _WORKER_CACHES.setdefault(job.vocab_path, {}))
     seq = np.random.SeedSequence(job.seed)
     py_seed, np_seed = seq.generate_state(2)
     rng = FastRandom(int(py_seed))

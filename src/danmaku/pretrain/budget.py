@@ -1,0 +1,123 @@
+"""A learning-rate schedule that ends when a time budget does.
+
+Google's schedule -- linear warm-up, then linear decay to 0 at
+``num_train_steps`` -- needs the step count up front. A run given minutes
+instead ("15 minutes on this machine") cannot know it: the demo's old fixed
+4,000-step schedule met 1,700-3,500 steps in 15 minutes on 2-core machines, so
+its rate never decayed below 57-13% of the peak and the run ended mid-schedule.
+
+The decision (``fit_steps``): time the steps ``PROBE_FROM`` to ``PROBE_TO``
+(the first steps include tracing the step and filling the shuffle buffer;
+the probe lies inside any warm-up of at least ``PROBE_TO`` steps, whose rate
+does not depend on the total), then fix
+
+    total = min(cap, floor(budget_seconds / seconds_per_step))
+
+-- the steps this machine's measured steady rate fits into the budget -- and
+write it to ``RUN_DIR/schedule.json``. From then on the run is bound by steps,
+not by the clock: a resumed run (after a kill or a ``--max-minutes`` pause)
+reads the file and keeps the same total, so it follows the schedule the
+uninterrupted run would; a machine that slows down later finishes late
+rather than cutting the decay short. Only a run stopped before the probe
+ended probes again. The decay ends within a few seconds of the budget on a
+steady machine (tracing and the first steps are not in the measured rate).
+
+``FittedWarmupLinearDecay`` is ``WarmupLinearDecay`` with the total in a
+variable, so the compiled step reads the decision without being traced again;
+with the variable at ``N`` it is the same function as Google's for ``N`` steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEDULE_FILE = "schedule.json"
+PROBE_FROM, PROBE_TO = 20, 60
+
+
+@dataclass(frozen=True)
+class FittedSchedule:
+    """The recorded decision: ``steps`` from ``seconds_per_step`` over steps ``probe``."""
+
+    steps: int
+    budget_minutes: float
+    seconds_per_step: float
+    probe: tuple[int, int]
+    cap: int
+
+
+def probe_window(start: int) -> tuple[int, int]:
+    """The steps timed by a run (re)starting at ``start`` without a decision."""
+    return start + PROBE_FROM, start + PROBE_TO
+
+
+def fit_steps(budget_minutes: float, seconds_per_step: float, cap: int, probe: tuple[int, int]
+              ) -> FittedSchedule:
+    """How many steps fit the budget at the measured rate (at least the probe's own, at most ``cap``)."""
+    fitted = math.floor(60.0 * budget_minutes / max(seconds_per_step, 1e-9))
+    steps = max(min(cap, fitted), probe[1])
+    return FittedSchedule(steps, budget_minutes, seconds_per_step, probe, cap)
+
+
+def load_schedule(run_dir: Path) -> FittedSchedule | None:
+    path = Path(run_dir) / SCHEDULE_FILE
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return FittedSchedule(int(data["steps"]), float(data["budget_minutes"]), float(data["seconds_per_step"]),
+                          tuple(data["probe"]), int(data["cap"]))
+
+
+def save_schedule(run_dir: Path, schedule: FittedSchedule) -> Path:
+    path = Path(run_dir) / SCHEDULE_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(schedule), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def fitted_learning_rate(init_lr: float, num_train_steps: int, num_warmup_steps: int) -> Any:
+    """A ``FittedWarmupLinearDecay`` (imports Keras/TensorFlow only when called)."""
+    return _schedule_class()(init_lr, num_train_steps, num_warmup_steps)
+
+
+_CLASS: Any = None
+
+
+def _schedule_class() -> Any:
+    global _CLASS
+    if _CLASS is not None:
+        return _CLASS
+    import tensorflow as tf
+    from keras import ops
+
+    from danmaku.pretrain.optimization import WarmupLinearDecay
+
+    class FittedWarmupLinearDecay(WarmupLinearDecay):
+        """Google's warm-up + linear decay; the end step is a variable (``set_total``)."""
+
+        def __init__(self, init_lr: float, num_train_steps: int, num_warmup_steps: int = 0) -> None:
+            super().__init__(init_lr, num_train_steps, num_warmup_steps)
+            self.total = tf.Variable(float(max(self.num_train_steps, 1)), trainable=False, dtype=tf.float32,
+                                     name="dd_schedule_total")
+
+        def set_total(self, steps: int) -> None:
+            self.num_train_steps = int(steps)
+            self.total.assign(float(max(steps, 1)))
+
+        def __call__(self, step: Any) -> Any:
+            step = ops.cast(step, "float32")
+            total = ops.convert_to_tensor(self.total)
+            decayed = self.init_lr * (1.0 - ops.minimum(step, total) / total)
+            if not self.num_warmup_steps:
+                return decayed
+            warm = self.init_lr * step / float(self.num_warmup_steps)
+            return ops.where(step < float(self.num_warmup_steps), warm, decayed)
+
+    _CLASS = FittedWarmupLinearDecay
+    return _CLASS

@@ -1,0 +1,106 @@
+"""The learning-rate schedule fitted to a time budget (``pretrain/budget.py``).
+
+Oracles: Google's schedule (``WarmupLinearDecay``, itself checked against
+Google's TF1 code in test_train.py) for the same total; the arithmetic of
+the decision; runs whose fitted total does not depend on the machine's speed
+(a budget too small for more than the probe, or one the cap binds).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from danmaku.pretrain.budget import (
+    PROBE_TO,
+    SCHEDULE_FILE,
+    FittedSchedule,
+    fit_steps,
+    fitted_learning_rate,
+    load_schedule,
+    save_schedule,
+)
+from danmaku.pretrain.config import BertConfig
+from danmaku.pretrain.instances import InstanceOptions, prepare
+from danmaku.pretrain.optimization import WarmupLinearDecay
+from danmaku.pretrain.train import RunError, RunOptions, TrainSettings, train
+from tests.conftest import FIXTURES, SHARED_DATA
+
+CONFIG = BertConfig(vocab_size=21128, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                    intermediate_size=32, max_position_embeddings=128)
+
+
+def test_fitted_schedule_is_googles_for_its_total():
+    fitted = fitted_learning_rate(1e-3, 500, 30)
+    steps = np.arange(0, 520)
+    google = np.asarray(WarmupLinearDecay(1e-3, 500, 30)(steps))
+    np.testing.assert_array_equal(np.asarray(fitted(steps)), google)
+    fitted.set_total(240)
+    google = np.asarray(WarmupLinearDecay(1e-3, 240, 30)(steps))
+    np.testing.assert_array_equal(np.asarray(fitted(steps)), google)
+    assert float(fitted(240)) == 0.0 and float(fitted(29)) == pytest.approx(1e-3 * 29 / 30)
+
+
+def test_fit_steps_arithmetic(tmp_path: Path):
+    assert fit_steps(2.0, 0.25, cap=10_000, probe=(20, 60)).steps == 480  # 120 s / 0.25 s
+    assert fit_steps(2.0, 0.25, cap=300, probe=(20, 60)).steps == 300  # the cap binds
+    assert fit_steps(0.01, 0.25, cap=300, probe=(20, 60)).steps == 60  # never before the probe's end
+    decision = fit_steps(15, 0.31, cap=100_000, probe=(20, 60))
+    save_schedule(tmp_path, decision)
+    assert load_schedule(tmp_path) == decision
+    assert load_schedule(tmp_path / "none") is None
+
+
+@pytest.fixture(scope="module")
+def instances(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("instances")
+    prepare(FIXTURES / "pretrain_corpus", SHARED_DATA / "vocab.txt", out, opts=InstanceOptions(dupe_factor=1),
+            workers=1)
+    return out
+
+
+def _settings(**kw) -> TrainSettings:
+    return TrainSettings(**{"batch_size": 4, "learning_rate": 1e-3, "warmup_steps": 5, **kw})
+
+
+def test_a_fitted_run_decays_to_zero_where_the_budget_ends(instances: Path, tmp_path: Path):
+    notices: list[str] = []
+    # 0.06 s of budget holds no more than the probe on any machine: the total is the probe's end
+    result = train(tmp_path / "run", instances_dir=instances, config=CONFIG,
+                   settings=_settings(steps=500, fit_minutes=0.001), options=RunOptions(log_every=5),
+                   on_notice=notices.append)
+    assert (result.stopped, result.step, result.total_steps, result.sequences) == ("done", PROBE_TO, PROBE_TO,
+                                                                                    4 * PROBE_TO)
+    decision = json.loads((tmp_path / "run" / SCHEDULE_FILE).read_text())
+    assert (decision["steps"], decision["probe"]) == (PROBE_TO, [20, 60]) and decision["seconds_per_step"] > 0
+    assert result.history[-1]["learning_rate"] == 0.0  # Google's decay ended at the last step
+    assert result.history[0]["learning_rate"] == pytest.approx(1e-3 * (1 - 5 / 500))  # before the fit
+    assert any("steps fit 0.001 min of training" in n for n in notices)
+    assert (tmp_path / "run" / f"model.ckpt-{PROBE_TO}.index").is_file()
+    again = train(tmp_path / "run")  # resuming a finished run: nothing to do
+    assert (again.step, again.total_steps, again.history) == (PROBE_TO, PROBE_TO, [])
+
+
+def test_a_resumed_run_keeps_the_recorded_decision(instances: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    paused = train(run, instances_dir=instances, config=CONFIG, settings=_settings(steps=500, fit_minutes=5),
+                   options=RunOptions(max_minutes=0))
+    assert (paused.stopped, paused.step) == ("time budget", 1)
+    # the decision a killed run had written after its probe: the resumed one follows it, no new probe
+    save_schedule(run, FittedSchedule(67, 5.0, 0.5, (20, 60), 500))
+    result = train(run, options=RunOptions(log_every=1))
+    assert (result.stopped, result.step, result.total_steps) == ("done", 67, 67)
+    assert result.history[-1]["learning_rate"] == 0.0
+    lr_at = {h["step"]: h["learning_rate"] for h in result.history}
+    assert lr_at[36] == pytest.approx(1e-3 * (1 - 36 / 67), rel=1e-6)
+    assert json.loads((run / SCHEDULE_FILE).read_text())["steps"] == 67  # not probed again
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(RunError, match="fit-minutes must be positive"):
+        _settings(steps=10, fit_minutes=0)
+    with pytest.raises(RunError, match="beta_2"):
+        _settings(steps=10, beta_2=1.0)
