@@ -15,7 +15,9 @@ only maps to and from it:
   plus ``global_step`` -- so bert-as-service and Google-checkpoint converters
   read it.
 * ``hf_state_dict(weights)`` / ``google_from_hf(state)``: the tensor names of
-  ``transformers.BertForPreTraining`` (Linear weights are transposed kernels).
+  ``transformers.BertForPreTraining`` (Linear weights are transposed kernels);
+  ``write_hf(..., head=ClassifierHead(...))`` / ``read_hf_head`` add the
+  ``classifier`` layer of ``BertForSequenceClassification`` (``danmaku finetune``).
 """
 
 from __future__ import annotations
@@ -362,9 +364,27 @@ def google_from_hf(state: Mapping[str, np.ndarray], config: BertConfig) -> Googl
     return out
 
 
+@dataclass(frozen=True)
+class ClassifierHead:
+    """A sequence classifier's output layer: keras-hub's ``logits`` Dense (``kernel`` [hidden, classes])
+    and the class names, in label-id order. In HF it is ``BertForSequenceClassification.classifier``
+    (a ``Linear``, weight [classes, hidden]) with ``config.id2label``."""
+
+    kernel: np.ndarray
+    bias: np.ndarray
+    labels: tuple[str, ...]
+
+
 def write_hf(weights: Mapping[str, np.ndarray], config: BertConfig, vocab_path: str | Path,
-             out_dir: str | Path) -> Path:
-    """``config.json`` + ``model.safetensors`` + ``vocab.txt`` for ``from_pretrained``."""
+             out_dir: str | Path, *, head: ClassifierHead | None = None,
+             max_seq_len: int | None = None) -> Path:
+    """``config.json`` + ``model.safetensors`` + tokenizer files for ``from_pretrained``.
+
+    Without ``head``: ``BertForPreTraining``. With it: ``BertForSequenceClassification``
+    (``id2label``/``label2id`` in the config, the pretraining heads left out), which
+    ``transformers.pipeline("text-classification", model=out_dir)`` runs as it is.
+    ``max_seq_len`` becomes the tokenizer's ``model_max_length`` (what ``truncation=True`` cuts to).
+    """
     import json
     import shutil
 
@@ -372,13 +392,51 @@ def write_hf(weights: Mapping[str, np.ndarray], config: BertConfig, vocab_path: 
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(hf_state_dict(weights), str(out_dir / "model.safetensors"), metadata={"format": "pt"})
-    (out_dir / "config.json").write_text(json.dumps(config.to_hf_dict(), indent=2, sort_keys=True) + "\n")
-    shutil.copyfile(vocab_path, out_dir / "vocab.txt")
-    (out_dir / "tokenizer_config.json").write_text(
-        json.dumps({"do_lower_case": True, "tokenizer_class": "BertTokenizer"}, indent=2) + "\n"
-    )
+    hf_config = config.to_hf_dict()
+    if head is None:
+        state = hf_state_dict(weights)
+    else:
+        state = hf_state_dict({k: v for k, v in weights.items() if not k.startswith(HEAD_PREFIX)})
+        state["classifier.weight"] = np.ascontiguousarray(np.asarray(head.kernel, dtype=np.float32).T)
+        state["classifier.bias"] = np.ascontiguousarray(np.asarray(head.bias, dtype=np.float32))
+        hf_config.update(
+            architectures=["BertForSequenceClassification"],
+            id2label={str(i): label for i, label in enumerate(head.labels)},
+            label2id={label: i for i, label in enumerate(head.labels)},
+            problem_type="single_label_classification",
+        )
+    save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    (out_dir / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True,
+                                                    ensure_ascii=False) + "\n", encoding="utf-8")
+    if Path(vocab_path).resolve() != (out_dir / "vocab.txt").resolve():
+        shutil.copyfile(vocab_path, out_dir / "vocab.txt")
+    tokenizer_config: dict = {"do_lower_case": True, "tokenizer_class": "BertTokenizer"}
+    if max_seq_len is not None:
+        tokenizer_config["model_max_length"] = int(max_seq_len)
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
     return out_dir
+
+
+def read_hf_head(model_dir: str | Path) -> ClassifierHead | None:
+    """The classifier head of an HF ``BertForSequenceClassification`` directory (None if it has none)."""
+    import json
+
+    from safetensors import safe_open
+
+    model_dir = Path(model_dir)
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    for f in sorted(model_dir.glob("*.safetensors")):
+        with safe_open(str(f), framework="numpy") as tensors:
+            if "classifier.weight" in tensors.keys():
+                weight = tensors.get_tensor("classifier.weight")
+                bias = tensors.get_tensor("classifier.bias")
+                break
+    else:
+        return None
+    id2label = config.get("id2label") or {}
+    labels = tuple(str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(len(bias)))
+    return ClassifierHead(kernel=np.asarray(weight, dtype=np.float32).T, bias=np.asarray(bias, np.float32),
+                          labels=labels)
 
 
 def read_hf(model_dir: str | Path) -> tuple[BertConfig, GoogleWeights]:
