@@ -31,6 +31,7 @@ The output directory::
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
@@ -143,11 +144,34 @@ Callback = Callable[..., None] | None
 # ---------------------------------------------------------------------------
 # the run directory
 # ---------------------------------------------------------------------------
+WEIGHT_FILES = ("*.index", "*.data-*", "*.safetensors", "*config.json", "vocab.txt", "checkpoint")
+
+
+def model_fingerprint(*paths: str | Path | None) -> str:
+    """A cheap identity of the weights at ``paths`` (names, sizes and mtimes of the weight files):
+    a run that trained on, or a model replaced under the same path, is not taken for the old one."""
+    digest = hashlib.sha256()
+    for path in paths:
+        if path is None:
+            continue
+        path = Path(path)
+        if not path.is_dir():  # a checkpoint prefix: its files beside it
+            files = sorted(path.parent.glob(f"{path.name}*"))
+        else:
+            files = sorted({f for pattern in WEIGHT_FILES for d in (path, path / "checkpoints")
+                            for f in d.glob(pattern)})
+        for f in files:
+            stat = f.stat()
+            digest.update(f"{f.relative_to(path.parent)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def _manifest(model: str, ckpt_name: str | None, tuned_dir: str | None, rows: dict[str, LabelledRows],
               labels: list[str], settings: FinetuneSettings) -> dict[str, Any]:
     return {
         "format": FORMAT,
-        "model": {"path": str(model), "ckpt_name": ckpt_name, "tuned_dir": tuned_dir},
+        "model": {"path": str(model), "ckpt_name": ckpt_name, "tuned_dir": tuned_dir,
+                  "fingerprint": model_fingerprint(model, tuned_dir)},
         "data": {split: r.as_manifest() for split, r in rows.items()},
         "labels": labels,
         "settings": asdict(settings),
