@@ -15,7 +15,9 @@ from danmaku import __version__
 from danmaku.cli.corpus import corpus_app, db_app, import_app
 from danmaku.cli.crawl import crawl_app
 from danmaku.cli.embed import embed_app
+from danmaku.cli.finetune import finetune_app
 from danmaku.cli.pretrain import pretrain_app
+from danmaku.cli.tasks import tasks_app
 
 app = typer.Typer(
     name="danmaku",
@@ -29,6 +31,8 @@ app.add_typer(crawl_app, name="crawl")
 app.add_typer(corpus_app, name="corpus")
 app.add_typer(pretrain_app, name="pretrain")
 app.add_typer(embed_app, name="embed")
+app.add_typer(finetune_app, name="finetune")
+app.add_typer(tasks_app, name="tasks")
 
 
 @app.command("demo")

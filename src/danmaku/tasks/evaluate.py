@@ -270,10 +270,14 @@ def _finetune(spec: ModelSpec, task_dir: Path, work: Path, settings: EvalSetting
         if callbacks.advance:
             callbacks.advance(step)
 
+    def on_notice(text: str) -> None:
+        if callbacks.notice:
+            callbacks.notice(f"{spec.name}: {text}")
+
     try:
         result = classify(spec.path, task_dir / "train.csv", task_dir / "dev.csv", work,
                           test=task_dir / "test.csv", settings=settings.finetune, options=options,
-                          on_begin=on_begin, on_step=on_step, on_notice=callbacks.notice)
+                          on_begin=on_begin, on_step=on_step, on_notice=on_notice)
     except FinetuneError as err:
         raise EvalError(f"{task_dir} / {spec.name}: {err}") from err
     if not result.finished:

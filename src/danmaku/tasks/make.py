@@ -282,8 +282,9 @@ def _settings(task: str, kind: TaskKind, options: TaskOptions, classes: list[int
         },
         "split": {
             "fractions": fractions, "by": "source",
-            "rule": "sources ordered by blake2b(key, key=seed); first three to test, dev, train; then each "
-                    "to the split furthest below its share of the class's stored danmaku",
+            "rule": "sources ordered by blake2b(key, key=seed), each to the split furthest below its share "
+                    "of the class's stored danmaku; a split left without the class gets the smallest source "
+                    "of the split with the most sources",
             "sample": "per class and split, the max_per_class share with the smallest "
                       "blake2b(source key NUL text, key=seed)" if options.max_per_class else "every row",
         },

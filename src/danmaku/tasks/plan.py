@@ -8,11 +8,12 @@ Splitting is **by source**: every video page (uploader task) or broadcast
 (room task) goes whole to one of train/dev/test, so a test comment never
 shares a video with a training comment (comments under one video repeat each
 other, and a split by line would reward memorising them). Within a class,
-sources are ordered by a keyed hash of their key (the seed is the key), the
-first three go to test, dev and train (every split sees every class), and each
-further source goes to the split furthest below its share of the class's rows
-so far. The result depends on the seed, the keys and the counts only, never on
-database ids or the order rows come back in.
+sources are ordered by a keyed hash of their key (the seed is the key) and
+each goes to the split furthest below its share of the class's rows so far;
+a split left without the class then gets the smallest source of the split
+holding the most sources (every split sees every class). The result depends
+on the seed, the keys and the counts only, never on database ids or the order
+rows come back in.
 """
 
 from __future__ import annotations
@@ -116,14 +117,20 @@ def assign_splits(group: Sequence[SourceCount], fractions: dict[str, float], see
     order = sorted(group, key=lambda s: (keyed_hash(seed, s.key), s.key))
     rows = dict.fromkeys(SPLITS, 0)
     out: dict[int, str] = {}
-    for n, source in enumerate(order):
-        if n < MIN_SOURCES:
-            split = ("test", "dev", "train")[n]
-        else:
-            total = sum(rows.values()) + source.rows
-            split = max(SPLITS, key=lambda s: (fractions[s] * total - rows[s], -SPLITS.index(s)))
+    for source in order:
+        total = sum(rows.values()) + source.rows
+        split = max(SPLITS, key=lambda s: (fractions[s] * total - rows[s], -SPLITS.index(s)))
         out[source.id] = split
         rows[split] += source.rows
+    for empty in SPLITS[::-1]:  # test, dev, train: each needs the class at least once
+        members = {split: [s for s in order if out[s.id] == split] for split in SPLITS}
+        if members[empty]:
+            continue
+        donor = max(SPLITS, key=lambda split: (len(members[split]), -SPLITS.index(split)))
+        if len(members[donor]) < 2:
+            break  # fewer than three sources: nothing to move
+        smallest = min(members[donor], key=lambda s: s.rows)  # first in hash order among equals
+        out[smallest.id] = empty
     return out
 
 
