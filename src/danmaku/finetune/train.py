@@ -255,7 +255,11 @@ class _Run:
         variables = self.model.trainable_variables
         self.optimizer.build(variables)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="dd_finetune_step")
+        # The backbone's dropout seeds were drawn when load_bert built it, from whatever the
+        # process did before; reset every one from the seed so the masks depend on it alone.
         rng = [v for v in self.model.variables if "seed_generator_state" in v.name]
+        for k, state in enumerate(rng):
+            state.assign(np.asarray([settings.seed * 1000 + k, 0], dtype=state.dtype))
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step,
                                               dropout_rng=rng)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(out / CHECKPOINTS), max_to_keep=2,
@@ -370,7 +374,6 @@ def classify(model: str | Path, train: str | Path, dev: str | Path, out: str | P
     predictor = Predictor(run.model)
     began = time.monotonic()
     seconds_before = float(state.get("seconds", 0.0))
-    losses: list[float] = []
     stopped = state.get("stopped") or "done"
 
     def save(best_improved: bool = False) -> None:
@@ -394,7 +397,8 @@ def classify(model: str | Path, train: str | Path, dev: str | Path, out: str | P
         ids, mask, y = encoded["train"].batch(_batch_rows(step, n_train, settings.batch_size, settings.seed))
         loss = float(run.train_step(ids, mask, y))
         step += 1
-        losses.append(loss)
+        state["loss_sum"] = state.get("loss_sum", 0.0) + loss  # since the last dev score
+        state["loss_steps"] = state.get("loss_steps", 0) + 1
         if on_step:
             on_step(step, loss)
         if step % eval_every == 0 or step % per_epoch == 0 or step == total:
@@ -406,10 +410,10 @@ def classify(model: str | Path, train: str | Path, dev: str | Path, out: str | P
             else:
                 state["wait"] += 1
             state["evals"].append({"step": step, "epoch": round(step / per_epoch, 3),
-                                   "train_loss": float(np.mean(losses)),
+                                   "train_loss": state["loss_sum"] / max(state["loss_steps"], 1),
                                    "dev_accuracy": dev_metrics["accuracy"],
                                    "dev_macro_f1": dev_metrics["macro_f1"]})
-            losses = []
+            state["loss_sum"], state["loss_steps"] = 0.0, 0
             if settings.patience and state["wait"] >= settings.patience and step < total:
                 state["stopped"] = "early stop"
             save(best_improved=improved)
