@@ -48,6 +48,8 @@ def demo(
         help="Eval batches of 8 per row of the table (the study: 100).")] = 100,
     fresh: Annotated[bool, typer.Option(
         "--fresh", help="Start over instead of reusing finished stages.")] = False,
+    task_rows: Annotated[int, typer.Option(
+        min=10, help="Rows per uploader in the downstream task (8 uploaders).")] = 800,
 ) -> None:
     """The whole study on the shared sample: import -> corpus -> pretrain -> table, picture, report.
 
@@ -61,7 +63,7 @@ def demo(
     if minutes <= 0 or steps < 1 or dupe_factor < 1 or eval_batches < 1:
         raise typer.BadParameter("--minutes, --steps, --dupe-factor and --eval-batches must be positive")
     settings = DemoSettings(data=data, out=out, minutes=minutes, steps=steps, dupe_factor=dupe_factor,
-                            eval_batches=eval_batches, fresh=fresh)
+                            eval_batches=eval_batches, fresh=fresh, task_rows=task_rows)
     def on_stage(title: str, event: str, seconds: float) -> None:
         if event == "start":
             console.rule(f"[bold]{title}")
