@@ -3,8 +3,8 @@
 The same task and protocol as the demo's downstream stage (``danmaku.demo.tasks_stage``):
 ``danmaku tasks make uploader`` (8 uploaders with the most danmaku, at most 800
 rows each, split by video, vocab filter) from a store of the shared sample,
-then ``danmaku tasks eval`` for each model -- fine-tuning (3 epochs, learning
-rate 5e-4, max_seq_len 32, early stopping on dev) and the logistic-regression
+then ``danmaku tasks eval`` for each model -- fine-tuning (6 epochs, learning
+rate 3e-4, max_seq_len 32, early stopping on dev) and the logistic-regression
 probe on frozen vectors. The reference measured in the same run is the
 majority-class baseline (the most frequent training uploader).
 

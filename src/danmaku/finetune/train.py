@@ -374,7 +374,6 @@ def classify(model: str | Path, train: str | Path, dev: str | Path, out: str | P
     predictor = Predictor(run.model)
     began = time.monotonic()
     seconds_before = float(state.get("seconds", 0.0))
-    stopped = state.get("stopped") or "done"
 
     def save(best_improved: bool = False) -> None:
         state["step"] = step

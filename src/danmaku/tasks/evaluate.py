@@ -144,61 +144,96 @@ def check_task_dir(task_dir: Path) -> None:
                         "(make one with `danmaku tasks make`)")
 
 
-def evaluate_tasks(models: Sequence[ModelSpec], task_dirs: Sequence[str | Path], out: str | Path,
-                   settings: EvalSettings | None = None, options: FinetuneOptions | None = None,
-                   callbacks: EvalCallbacks | None = None) -> EvalReport:
-    """Run the protocol (module docstring); returns the report and writes ``OUT/eval.{json,md}``."""
-    from danmaku.finetune.data import label_set, read_labelled_csv
-    from danmaku.finetune.metrics import majority_class
-    from danmaku.finetune.train import read_predictions
+@dataclass
+class _Task:
+    """One task directory read once: rows, labels and label ids."""
 
-    settings = settings or EvalSettings()
-    callbacks = callbacks or EvalCallbacks()
-    out = Path(out)
-    dirs = [Path(d) for d in task_dirs]
-    names = [task_name(d) for d in dirs]
-    if len(set(names)) != len(names):
-        raise EvalError(f"task directories must have different names, got {names}")
-    model_names = [m.name for m in models]
-    if len(set(model_names)) != len(model_names):
-        raise EvalError(f"model names must differ, got {model_names}; use NAME=MODEL")
-    for d in dirs:
-        check_task_dir(d)
-    report = EvalReport(names, model_names, [], {}, {}, {}, settings)
-    for task_dir, name in zip(dirs, names, strict=True):
+    name: str
+    dir: Path
+    train: Any
+    test: Any
+    labels: list[str]
+    y_train: list[int]
+    y_test: list[int]
+
+    @classmethod
+    def read(cls, task_dir: Path) -> _Task:
+        from danmaku.finetune.data import label_set, read_labelled_csv
+
+        check_task_dir(task_dir)
         train = read_labelled_csv(task_dir / "train.csv")
         labels = label_set(train)
         test = read_labelled_csv(task_dir / "test.csv", labels)
         if not len(test):
             raise EvalError(f"{task_dir / 'test.csv'} has no usable row")
         index = {label: i for i, label in enumerate(labels)}
-        y_train = [index[label] for label in train.labels]
-        y_test = [index[label] for label in test.labels]
-        seed = settings.seed
-        guess = majority_class(y_train)
-        report.baselines[name] = bootstrap(y_test, [guess] * len(y_test), len(labels),
-                                           resamples=settings.resamples, seed=seed)
-        report.test_rows[name] = len(test)
-        for spec in models:
-            work = out / name / spec.name
-            callbacks.say(f"{name} / {spec.name}: linear probe")
+        return cls(task_name(task_dir), task_dir, train, test, labels,
+                   [index[label] for label in train.labels], [index[label] for label in test.labels])
+
+
+class _LazyEncoder:
+    """A model's ``Encoder``, loaded on first use (a probe read from its cache needs none)."""
+
+    def __init__(self, spec: ModelSpec, max_seq_len: int) -> None:
+        self.spec, self.max_seq_len, self._encoder = spec, max_seq_len, None
+
+    def get(self):
+        if self._encoder is None:
+            self._encoder = _encoder(self.spec, self.max_seq_len)
+        return self._encoder
+
+
+def evaluate_tasks(models: Sequence[ModelSpec], task_dirs: Sequence[str | Path], out: str | Path,
+                   settings: EvalSettings | None = None, options: FinetuneOptions | None = None,
+                   callbacks: EvalCallbacks | None = None) -> EvalReport:
+    """Run the protocol (module docstring); returns the report and writes ``OUT/eval.{json,md}``.
+
+    Model by model (one in memory at a time), task by task.
+    """
+    from danmaku.finetune.metrics import majority_class
+    from danmaku.finetune.train import read_predictions
+
+    settings = settings or EvalSettings()
+    callbacks = callbacks or EvalCallbacks()
+    out = Path(out)
+    names = [task_name(Path(d)) for d in task_dirs]
+    if len(set(names)) != len(names):
+        raise EvalError(f"task directories must have different names, got {names}")
+    model_names = [m.name for m in models]
+    if len(set(model_names)) != len(model_names):
+        raise EvalError(f"model names must differ, got {model_names}; use NAME=MODEL")
+    tasks = [_Task.read(Path(d)) for d in task_dirs]
+    seed, resamples = settings.seed, settings.resamples
+    report = EvalReport(names, model_names, [], {}, {}, {}, settings)
+    for task in tasks:
+        guess = majority_class(task.y_train)
+        report.baselines[task.name] = bootstrap(task.y_test, [guess] * len(task.y_test), len(task.labels),
+                                                resamples=resamples, seed=seed)
+        report.test_rows[task.name] = len(task.test)
+    for spec in models:
+        encoder = _LazyEncoder(spec, settings.finetune.max_seq_len)
+        for task in tasks:
+            work = out / task.name / spec.name
+            k = len(task.labels)
+            callbacks.say(f"{task.name} / {spec.name}: linear probe")
             started = time.monotonic()
-            probe_pred, probe_rows = _probe(spec, train, y_train, test, labels, work, settings, callbacks)
+            probe_pred, probe_rows = _probe(spec, task, encoder, work, settings, callbacks)
             probe_seconds = time.monotonic() - started
-            callbacks.say(f"{name} / {spec.name}: fine-tune")
-            result = _finetune(spec, task_dir, work, settings, options, callbacks)
-            ft_true, ft_pred = read_predictions(work / "predictions-test.csv", labels)
+            callbacks.say(f"{task.name} / {spec.name}: fine-tune")
+            result = _finetune(spec, task.dir, work, settings, options, callbacks)
+            ft_true, ft_pred = read_predictions(work / "predictions-test.csv", task.labels)
             report.scores.append(ModelScores(
-                task=name, model=spec.name,
-                finetuned=bootstrap(ft_true, ft_pred, len(labels), resamples=settings.resamples, seed=seed),
-                probe=bootstrap(y_test, probe_pred, len(labels), resamples=settings.resamples, seed=seed),
+                task=task.name, model=spec.name,
+                finetuned=bootstrap(ft_true, ft_pred, k, resamples=resamples, seed=seed),
+                probe=bootstrap(task.y_test, probe_pred, k, resamples=resamples, seed=seed),
                 steps=result.step, stopped=result.stopped,
                 finetune_seconds=float(result.metrics.get("train_seconds", 0.0)),
                 probe_seconds=probe_seconds, probe_train_rows=probe_rows))
-    if settings.meme:
-        for spec in models:
+        if settings.meme:
             callbacks.say(f"{spec.name}: meme score")
-            report.meme[spec.name] = _meme(spec, settings)
+            report.meme[spec.name] = _meme(encoder.get())
+        del encoder
+    report.scores.sort(key=lambda s: (names.index(s.task), model_names.index(s.model)))
     out.mkdir(parents=True, exist_ok=True)
     (out / EVAL_JSON).write_text(json.dumps(report.as_dict(), ensure_ascii=False, indent=2) + "\n",
                                  encoding="utf-8")
@@ -217,8 +252,8 @@ def _encoder(spec: ModelSpec, max_seq_len: int):
     return encoder
 
 
-def _probe(spec: ModelSpec, train, y_train: list[int], test, labels: list[str], work: Path,
-           settings: EvalSettings, callbacks: EvalCallbacks):
+def _probe(spec: ModelSpec, task: _Task, encoder: _LazyEncoder, work: Path, settings: EvalSettings,
+           callbacks: EvalCallbacks):
     """Test predictions of the linear probe, reused from ``probe.json`` when nothing changed."""
     import numpy as np
 
@@ -227,18 +262,19 @@ def _probe(spec: ModelSpec, train, y_train: list[int], test, labels: list[str], 
     from danmaku.tasks.probe import probe_predictions
 
     key = {"model": spec.path, "fingerprint": model_fingerprint(spec.path),
-           "train": sha256_of(train.path), "test": sha256_of(test.path),
+           "train": sha256_of(task.train.path), "test": sha256_of(task.test.path),
            "max_train": settings.probe_max_train, "max_iter": settings.probe_max_iter, "seed": settings.seed,
-           "max_seq_len": settings.finetune.max_seq_len, "labels": labels}
+           "max_seq_len": settings.finetune.max_seq_len, "labels": task.labels}
     cache = work / "probe.json"
     if cache.is_file():
         saved = json.loads(cache.read_text(encoding="utf-8"))
         if saved.get("key") == key:
             return np.asarray(saved["predicted"]), int(saved["train_rows"])
-    encoder = _encoder(spec, settings.finetune.max_seq_len)
-    rows = min(len(train), settings.probe_max_train or len(train))
+    if len(set(task.y_train)) < 2:
+        raise EvalError(f"{task.train.path}: the probe needs two classes")
+    rows = min(len(task.train), settings.probe_max_train or len(task.train))
     if callbacks.begin:
-        callbacks.begin(f"encode ({spec.name})", 0, rows + len(test))
+        callbacks.begin(f"encode ({spec.name})", 0, rows + len(task.test))
     done = 0
 
     def on_batch(n: int) -> None:
@@ -247,10 +283,8 @@ def _probe(spec: ModelSpec, train, y_train: list[int], test, labels: list[str], 
         if callbacks.advance:
             callbacks.advance(done)
 
-    if len(set(y_train)) < 2:
-        raise EvalError(f"{train.path}: the probe needs two classes")
-    predicted, used = probe_predictions(encoder, train.texts, y_train, test.texts, seed=settings.seed,
-                                        max_train=settings.probe_max_train,
+    predicted, used = probe_predictions(encoder.get(), task.train.texts, task.y_train, task.test.texts,
+                                        seed=settings.seed, max_train=settings.probe_max_train,
                                         max_iter=settings.probe_max_iter, on_batch=on_batch)
     work.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps({"key": key, "train_rows": used, "predicted": predicted.tolist()}) + "\n",
@@ -286,11 +320,10 @@ def _finetune(spec: ModelSpec, task_dir: Path, work: Path, settings: EvalSetting
     return result
 
 
-def _meme(spec: ModelSpec, settings: EvalSettings) -> dict[str, float]:
+def _meme(encoder) -> dict[str, float]:
     from danmaku.embed.score import DEFAULT_GROUPS, group_mrr, read_groups
     from danmaku.embed.texts import DEFAULT_PHRASES, read_phrases
 
     phrases = read_phrases(DEFAULT_PHRASES)
-    encoder = _encoder(spec, settings.finetune.max_seq_len)
     score = group_mrr(phrases, encoder.encode(phrases), read_groups(DEFAULT_GROUPS))
     return {"mrr": score.mrr, "chance": score.chance}
