@@ -9,7 +9,7 @@ The store is read once in export order through ``corpus/export_reader.py``
 (raw DBAPI cursors in chunks, SQLite or PostgreSQL), so memory does not grow
 with the store: without a cap rows are written as they come; with
 ``max_per_class`` each (class, split) keeps a bounded heap of the rows with the
-smallest keyed hash of ``(source key, text)`` -- a uniform sample that depends on
+smallest seeded hash of ``(source key, text)`` -- a uniform sample that depends on
 the seed and the data, not on ids or read order. Texts are made one line
 (``corpus.export.one_line``) and, given a vocabulary, pass the corpus vocab filter
 (``danmaku.text.vocab_filter.VocabFilter``) exactly as the corpus does; empty texts
@@ -29,6 +29,7 @@ import hashlib
 import heapq
 import json
 import os
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ from danmaku.tasks.plan import (
     assign_splits,
     by_owner,
     choose_classes,
-    keyed_hash,
+    seed_salt,
     split_caps,
     split_fractions,
 )
@@ -125,26 +126,34 @@ def plan_counts(engine: Engine, kind: TaskKind) -> list[SourceCount]:
 
 
 class _Sample:
-    """The rows of one (class, split): all of them, streamed, or the ``cap`` smallest by keyed hash."""
+    """The rows of one (class, split): all of them, streamed, or the ``cap`` smallest by seeded hash."""
 
-    def __init__(self, cap: int | None, writer: Any) -> None:
-        self.cap, self.writer = cap, writer
+    def __init__(self, label: str, cap: int | None, writer: Any, seed: int, tiebreak: count) -> None:
+        self.label, self.cap, self.writer = label, cap, writer
+        self.salt, self.tiebreak = seed_salt(seed), tiebreak
         self.heap: list[tuple[int, int, str]] = []  # (-hash, tiebreak, text): the largest on top
         self.rows = 0
 
-    def add(self, priority: int, tiebreak: int, text: str, label: str) -> None:
+    def add(self, key: str, texts: list[str]) -> None:
+        """Rows of one source (its key is part of each row's hash)."""
         if self.cap is None:
-            self.writer.writerow((text, label))
-            self.rows += 1
-        elif len(self.heap) < self.cap:
-            heapq.heappush(self.heap, (-priority, tiebreak, text))
-        elif -self.heap[0][0] > priority:
-            heapq.heapreplace(self.heap, (-priority, tiebreak, text))
+            self.writer.writerows((text, self.label) for text in texts)
+            self.rows += len(texts)
+            return
+        prefix, salt, blake2b, from_bytes = f"{key}\x00".encode(), self.salt, hashlib.blake2b, int.from_bytes
+        heap, cap, tiebreak = self.heap, self.cap, self.tiebreak
+        for text in texts:
+            priority = from_bytes(blake2b(prefix + text.encode(), digest_size=8, salt=salt).digest(), "big")
+            if len(heap) < cap:
+                heapq.heappush(heap, (-priority, next(tiebreak), text))
+            elif -heap[0][0] > priority:
+                heapq.heapreplace(heap, (-priority, next(tiebreak), text))
 
-    def drain(self) -> list[tuple[int, int, str]]:
+    def drain(self) -> list[tuple[int, int, str, str]]:
+        """(hash, tiebreak, text, label) of the kept rows (nothing when they were streamed)."""
         if self.cap is not None:
             self.rows = len(self.heap)
-        return [(-p, t, text) for p, t, text in self.heap]
+        return [(-p, t, text, self.label) for p, t, text in self.heap]
 
 
 def make_task(engine: Engine, task: str, out: str | Path, *, options: TaskOptions | None = None,
@@ -189,46 +198,44 @@ def make_task(engine: Engine, task: str, out: str | Path, *, options: TaskOption
     writers = {split: csv.writer(handle) for split, handle in handles.items()}
     for writer in writers.values():
         writer.writerow(("text", "label"))
-    samples = {(str(owner), split): _Sample(caps[split], writers[split])
+    tiebreak = count()
+    samples = {(str(owner), split): _Sample(str(owner), caps[split], writers[split], options.seed, tiebreak)
                for owner in classes for split in SPLITS}
     dropped: Counter = Counter()
     total = sum(s.rows for owner in classes for s in groups[owner])
     read = 0
-    tiebreak = count()
     selection = (Selection(kind=kind.source_kind, uploaders=tuple(classes)) if task == "uploader"
                  else Selection(kind=kind.source_kind, rooms=tuple(classes)))
-    seed = options.seed
     try:
         for _sources, rows in read_chunks(engine, selection, CHUNK_ROWS):
             if not rows:
                 continue
             read += len(rows)
             lines = one_line_batch([text for _, text in rows])
-            keep = [i for i, line in enumerate(lines) if line]
-            dropped["empty"] += len(rows) - len(keep)
-            if vocab_filter is not None and keep:
-                codes = vocab_filter.decide_batch([lines[i] for i in keep])
-                for code in codes:
+            ok = list(map(bool, lines))
+            dropped["empty"] += ok.count(False)
+            if vocab_filter is not None:
+                filled = [i for i, good in enumerate(ok) if good]
+                codes = vocab_filter.decide_batch([lines[i] for i in filled])
+                for i, code in zip(filled, codes, strict=True):
                     if code:
+                        ok[i] = False
                         dropped[REASONS[code]] += 1
-                keep = [i for i, code in zip(keep, codes, strict=True) if not code]
-            for i in keep:
-                source_id = rows[i][0]
-                label = label_of.get(source_id)
-                if label is None:  # a source imported after the plan was made
-                    dropped["source added while reading"] += 1
-                    continue
-                text = lines[i]
-                sample = samples[(label, split_of[source_id])]
-                priority = keyed_hash(seed, f"{key_of[source_id]}\x00{text}") if sample.cap is not None else 0
-                sample.add(priority, next(tiebreak), text, label)
+            source_ids = [source_id for source_id, _ in rows]  # sorted: a source's rows are one slice
+            start, n = 0, len(rows)
+            while start < n:
+                source_id = source_ids[start]
+                end = bisect_right(source_ids, source_id, start, n)
+                texts = [line for line, good in zip(lines[start:end], ok[start:end], strict=True) if good]
+                if source_id not in label_of:  # a source imported after the plan was made
+                    dropped["source added while reading"] += len(texts)
+                else:
+                    samples[(label_of[source_id], split_of[source_id])].add(key_of[source_id], texts)
+                start = end
             if on_progress:
                 on_progress(read, total)
         for split in SPLITS:
-            kept = []
-            for owner in classes:
-                kept += [(p, t, text, str(owner)) for p, t, text in samples[(str(owner), split)].drain()]
-            kept.sort()
+            kept = sorted(row for owner in classes for row in samples[(str(owner), split)].drain())
             writers[split].writerows((text, label) for _p, _t, text, label in kept)
     finally:
         for handle in handles.values():
@@ -282,11 +289,11 @@ def _settings(task: str, kind: TaskKind, options: TaskOptions, classes: list[int
         },
         "split": {
             "fractions": fractions, "by": "source",
-            "rule": "sources ordered by blake2b(key, key=seed), each to the split furthest below its share "
+            "rule": "sources ordered by blake2b(key, salt=seed), each to the split furthest below its share "
                     "of the class's stored danmaku; a split left without the class gets the smallest source "
                     "of the split with the most sources",
             "sample": "per class and split, the max_per_class share with the smallest "
-                      "blake2b(source key NUL text, key=seed)" if options.max_per_class else "every row",
+                      "blake2b(source key NUL text, salt=seed)" if options.max_per_class else "every row",
         },
         "seed": options.seed,
         "text": "one_line (tabs and line breaks -> space, strip); empty texts left out",
