@@ -70,7 +70,7 @@ def run_tasks_stage(settings: Any, store_url: str, training: dict[str, Any],
         "test_rows": report.test_rows[report.tasks[0]], "table": markdown_table(report),
         "report": report.as_dict(), "make_seconds": made,
         "finetune_seconds": {s.model: s.finetune_seconds for s in report.scores},
-        "learning_rate": LEARNING_RATE, "epochs": EPOCHS,
+        "learning_rate": LEARNING_RATE, "epochs": EPOCHS, "max_per_class": settings.task_rows,
     }
 
 
@@ -82,13 +82,14 @@ def tasks_section(result: dict[str, Any]) -> str:
     seconds = ", ".join(f"{name} {s:.0f} s" for name, s in result["finetune_seconds"].items())
     return f"""## Downstream task: which uploader?
 
-Does pretraining pay beyond its own loss? A comment's text -> the uploader whose video it was written
-under, for the {len(result['classes'])} uploaders with the most danmaku (`danmaku tasks make uploader`,
-at most {rows['train'] + rows['dev'] + rows['test']:,} rows split by video: {rows['train']:,} train,
-{rows['dev']:,} dev, {rows['test']:,} test; no video in two splits). Both models get the same protocol
-(`danmaku tasks eval`): fine-tuned for {result['epochs']} epochs at learning rate {result['learning_rate']:g},
-early-stopped on dev ({seconds}), and a logistic-regression probe on their frozen sentence vectors.
-Test scores with bootstrap 95% intervals; the majority class is the floor.
+Does pretraining pay beyond its own loss? The task: a comment's text -> the uploader whose video it
+was written under, for the {len(result['classes'])} uploaders with the most danmaku (`danmaku tasks make
+uploader`: at most {result['max_per_class']:,} rows per uploader, split by video, no video in two
+splits; {rows['train']:,} train, {rows['dev']:,} dev and {rows['test']:,} test rows). Both models get
+the same protocol (`danmaku tasks eval`): fine-tuned for up to {result['epochs']} epochs at learning
+rate {result['learning_rate']:g}, early-stopped on dev (fine-tuning took {seconds}), and a
+logistic-regression probe on their frozen sentence vectors. Test accuracy and macro-F1 with bootstrap
+95% intervals; the majority class is the floor.
 
 {result['table']}
 """
