@@ -42,7 +42,7 @@ def table_row(markdown: str, label: str) -> list[float]:
 def test_demo_runs_end_to_end_and_resumes(small_data: Path, tmp_path: Path):
     out = tmp_path / "run"
     args = ["demo", "--data", str(small_data), "--out", str(out), "--minutes", "8", "--steps", "80",
-            "--eval-batches", "5", "--dupe-factor", "3"]
+            "--eval-batches", "5", "--dupe-factor", "3", "--task-rows", "150"]
     # bounded by steps, not by the clock, so a slow or busy machine trains as far
     result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
@@ -90,10 +90,22 @@ def test_demo_runs_end_to_end_and_resumes(small_data: Path, tmp_path: Path):
     train_text = (corpus / "danmaku_text_pure.txt").read_text()
     assert not any(doc in train_text for doc in eval_docs)
 
+    # the downstream task: both models and the majority floor, numbers from this run's evaluation
+    downstream = state["tasks"]["report"]
+    assert downstream["models"] == ["initial weights", "trained"]
+    section = report[report.index("## Downstream task"):report.index("## Data")]
+    for scores in downstream["scores"]:
+        accuracy = scores["finetuned"]["accuracy"]
+        assert f"| {scores['model']} | {accuracy['value']:.3f} [{accuracy['low']:.3f}, " in section
+    assert "| majority class |" in section
+    manifest = json.loads((Path(state["tasks"]["task_dir"]) / "manifest.json").read_text())
+    assert max(sum(manifest["counts"][s][c] for s in ("train", "dev", "test"))
+               for c in manifest["selection"]["chosen"]) <= 150
+
     # a second run reuses every finished stage
     again = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert again.exit_code == 0, again.output
-    assert len(re.findall(r"reused", again.output)) == 8
+    assert len(re.findall(r"reused", again.output)) == 9  # import, corpus, reference, instances, train, evaluate, embed, downstream, report
 
 
 def test_tensorflow_starts_quietly():

@@ -19,9 +19,11 @@ from danmaku.cli.corpus import corpus_app
 from danmaku.cli.crawl import crawl_app
 from danmaku.cli.db import db_app
 from danmaku.cli.embed import embed_app
+from danmaku.cli.finetune import finetune_app
 from danmaku.cli.imports import import_app
 from danmaku.cli.live import live_app
 from danmaku.cli.pretrain import pretrain_app
+from danmaku.cli.tasks import tasks_app
 
 app = typer.Typer(
     name="danmaku",
@@ -36,6 +38,8 @@ app.add_typer(live_app, name="live")
 app.add_typer(corpus_app, name="corpus")
 app.add_typer(pretrain_app, name="pretrain")
 app.add_typer(embed_app, name="embed")
+app.add_typer(finetune_app, name="finetune")
+app.add_typer(tasks_app, name="tasks")
 
 
 @app.command("demo")
@@ -52,6 +56,8 @@ def demo(
         help="Eval batches of 8 per row of the table (the study: 100).")] = 100,
     fresh: Annotated[bool, typer.Option(
         "--fresh", help="Start over instead of reusing finished stages.")] = False,
+    task_rows: Annotated[int, typer.Option(
+        min=10, help="Rows per uploader in the downstream task (8 uploaders).")] = 800,
 ) -> None:
     """The whole study on the shared sample: import -> corpus -> pretrain -> table, picture, report.
 
@@ -65,7 +71,7 @@ def demo(
     if minutes <= 0 or steps < 1 or dupe_factor < 1 or eval_batches < 1:
         raise typer.BadParameter("--minutes, --steps, --dupe-factor and --eval-batches must be positive")
     settings = DemoSettings(data=data, out=out, minutes=minutes, steps=steps, dupe_factor=dupe_factor,
-                            eval_batches=eval_batches, fresh=fresh)
+                            eval_batches=eval_batches, fresh=fresh, task_rows=task_rows)
 
     def on_stage(title: str, event: str, seconds: float) -> None:
         if event == "start":

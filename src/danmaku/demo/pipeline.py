@@ -6,7 +6,8 @@ instances -> the bigram count reference (``pretrain/reference.py``) -> a
 the time budget (``demo/recipe.py``, ``pretrain/budget.py``) -> the study's
 table (count reference, initial weights, trained, on train and held-out eval
 instances) -> the meme picture, neighbours and score for both models -> a
-report (Markdown + self-contained HTML).
+downstream task for both (``tasks_stage.py``) -> a report (Markdown +
+self-contained HTML).
 
 Every stage records what it produced in ``state.json``; a re-run skips the
 stages already done (same corpus version, same instances, the run resumes
@@ -44,6 +45,8 @@ class DemoSettings:
         eval_points: evaluations during training, for the curves.
         eval_batches: batches of 8 per split for the table (the study: 100).
         fresh: start over instead of reusing finished stages.
+        task_classes, task_rows: size of the downstream uploader task (``demo/tasks_stage.py``):
+            uploaders, and rows per uploader.
     """
 
     data: Path
@@ -54,6 +57,8 @@ class DemoSettings:
     eval_points: int = 4
     eval_batches: int = 100
     fresh: bool = False
+    task_classes: int = 8
+    task_rows: int = 800
 
     @property
     def vocab(self) -> Path:
@@ -144,9 +149,15 @@ def run_demo(settings: DemoSettings, *, on_stage: StageCallback = _ignore,
                    lambda: _evaluate(settings, Path(instances["dir"]), training), on_stage)
     embedded = _stage(state, "embed", "embed the meme phrases with both models",
                       lambda: _embed(settings, training), on_stage)
+    from danmaku.demo.tasks_stage import TITLE, run_tasks_stage
+
+    downstream = _stage(state, "tasks", TITLE,
+                        lambda: run_tasks_stage(settings, store_url, training, on_message), on_stage)
+    if not state.stages.get("report", {}).get("downstream"):
+        state.stages.pop("report", None)  # written before the downstream stage existed
     report = _stage(state, "report", "write the report",
                     lambda: _report(settings, state, imported, corpus, instances, reference, training,
-                                    table, embedded), on_stage)
+                                    table, embedded, downstream), on_stage)
     return Path(report["html"])
 
 
@@ -289,8 +300,10 @@ def _embed(settings: DemoSettings, training: dict[str, Any]) -> dict[str, Any]:
 
 
 def _report(settings: DemoSettings, state: DemoState, imported: dict, corpus: dict, instances: dict,
-            reference: dict, training: dict, table: dict, embedded: dict) -> dict[str, Any]:
+            reference: dict, training: dict, table: dict, embedded: dict, downstream: dict
+            ) -> dict[str, Any]:
     from danmaku.demo.report import metrics_table, plain_table, plot_curves, write_report
+    from danmaku.demo.tasks_stage import tasks_section
 
     plot_curves(training["history"], training["evals"], settings.out / "curves.png")
     counts = corpus["manifest"].get("counts", {})
@@ -341,6 +354,7 @@ Nearest phrases (cosine, REDUCE_MEAN of the last layer):
                " / ".join(embedded["neighbours"]["trained"][q]))
               for q in embedded["neighbours"]["trained"]])}
 
+{tasks_section(downstream)}
 ## Data
 
 - Store: {imported['sources']:,} sources, {imported['danmaku']:,} danmaku
@@ -357,7 +371,7 @@ Nearest phrases (cosine, REDUCE_MEAN of the last layer):
 {plain_table(["stage", "time"], timings)}
 """
     md_path, html_path = write_report(settings.out, md, "danmaku demo report")
-    return {"markdown": str(md_path), "html": str(html_path)}
+    return {"markdown": str(md_path), "html": str(html_path), "downstream": True}
 
 
 def _schedule_line(settings: DemoSettings, training: dict[str, Any]) -> str:

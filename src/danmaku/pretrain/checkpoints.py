@@ -15,7 +15,9 @@ only maps to and from it:
   plus ``global_step`` -- so bert-as-service and Google-checkpoint converters
   read it.
 * ``hf_state_dict(weights)`` / ``google_from_hf(state)``: the tensor names of
-  ``transformers.BertForPreTraining`` (Linear weights are transposed kernels).
+  ``transformers.BertForPreTraining`` (Linear weights are transposed kernels);
+  ``write_hf(..., head=ClassifierHead(...))`` / ``read_hf_head`` add the
+  ``classifier`` layer of ``BertForSequenceClassification`` (``danmaku finetune``).
 """
 
 from __future__ import annotations
@@ -362,15 +364,29 @@ def google_from_hf(state: Mapping[str, np.ndarray], config: BertConfig) -> Googl
     return out
 
 
+@dataclass(frozen=True)
+class ClassifierHead:
+    """A sequence classifier's output layer: keras-hub's ``logits`` Dense (``kernel`` [hidden, classes])
+    and the class names, in label-id order. In HF it is ``BertForSequenceClassification.classifier``
+    (a ``Linear``, weight [classes, hidden]) with ``config.id2label``."""
+
+    kernel: np.ndarray
+    bias: np.ndarray
+    labels: tuple[str, ...]
+
+
 def write_hf(weights: Mapping[str, np.ndarray], config: BertConfig, vocab_path: str | Path,
-             out_dir: str | Path, *, bare: bool = False, do_lower_case: bool = True,
-             model_max_length: int | None = None) -> Path:
+             out_dir: str | Path, *, bare: bool = False, head: ClassifierHead | None = None,
+             do_lower_case: bool = True, model_max_length: int | None = None) -> Path:
     """``config.json`` + ``model.safetensors`` + the tokenizer files, for ``from_pretrained``.
 
     By default the whole ``BertForPreTraining`` (heads included: fill-mask works,
     ``danmaku pretrain eval`` can measure it); ``bare`` writes a ``BertModel``
     (no ``bert.`` prefix, no heads), what sentence-embedding tools load without
-    warning about unused weights.
+    warning about unused weights; with ``head``, a ``BertForSequenceClassification``
+    (``id2label``/``label2id`` in the config, the pretraining heads left out), which
+    ``transformers.pipeline("text-classification", model=out_dir)`` runs as it is.
+    ``model_max_length`` is the tokenizer's (what ``truncation=True`` cuts to).
     """
     import json
 
@@ -380,16 +396,50 @@ def write_hf(weights: Mapping[str, np.ndarray], config: BertConfig, vocab_path: 
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    state = hf_state_dict(weights)
     hf_config = config.to_hf_dict()
-    if bare:
-        state = {k.removeprefix("bert."): v for k, v in state.items() if k.startswith("bert.")}
-        hf_config["architectures"] = ["BertModel"]
+    if head is not None:
+        state = hf_state_dict({k: v for k, v in weights.items() if not k.startswith(HEAD_PREFIX)})
+        state["classifier.weight"] = np.ascontiguousarray(np.asarray(head.kernel, dtype=np.float32).T)
+        state["classifier.bias"] = np.ascontiguousarray(np.asarray(head.bias, dtype=np.float32))
+        hf_config.update(
+            architectures=["BertForSequenceClassification"],
+            id2label={str(i): label for i, label in enumerate(head.labels)},
+            label2id={label: i for i, label in enumerate(head.labels)},
+            problem_type="single_label_classification",
+        )
+    else:
+        state = hf_state_dict(weights)
+        if bare:
+            state = {k.removeprefix("bert."): v for k, v in state.items() if k.startswith("bert.")}
+            hf_config["architectures"] = ["BertModel"]
     save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
-    (out_dir / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
+    (out_dir / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True,
+                                                    ensure_ascii=False) + "\n", encoding="utf-8")
     write_tokenizer_files(vocab_path, out_dir, do_lower_case=do_lower_case,
                           model_max_length=model_max_length or config.max_position_embeddings)
     return out_dir
+
+
+def read_hf_head(model_dir: str | Path) -> ClassifierHead | None:
+    """The classifier head of an HF ``BertForSequenceClassification`` directory (None if it has none)."""
+    import json
+
+    from safetensors import safe_open
+
+    model_dir = Path(model_dir)
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    for f in sorted(model_dir.glob("*.safetensors")):
+        with safe_open(str(f), framework="numpy") as tensors:
+            if "classifier.weight" in tensors.keys():
+                weight = tensors.get_tensor("classifier.weight")
+                bias = tensors.get_tensor("classifier.bias")
+                break
+    else:
+        return None
+    id2label = config.get("id2label") or {}
+    labels = tuple(str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(len(bias)))
+    return ClassifierHead(kernel=np.asarray(weight, dtype=np.float32).T, bias=np.asarray(bias, np.float32),
+                          labels=labels)
 
 
 def read_hf(model_dir: str | Path) -> tuple[BertConfig, GoogleWeights]:
