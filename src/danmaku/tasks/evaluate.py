@@ -202,6 +202,9 @@ def evaluate_tasks(models: Sequence[ModelSpec], task_dirs: Sequence[str | Path],
     model_names = [m.name for m in models]
     if len(set(model_names)) != len(model_names):
         raise EvalError(f"model names must differ, got {model_names}; use NAME=MODEL")
+    missing = [m.path for m in models if not Path(m.path).exists() and not Path(f"{m.path}.index").exists()]
+    if missing:  # before hours of work on the other models
+        raise EvalError(f"model not found: {', '.join(missing)} (no such directory or checkpoint prefix)")
     tasks = [_Task.read(Path(d)) for d in task_dirs]
     seed, resamples = settings.seed, settings.resamples
     report = EvalReport(names, model_names, [], {}, {}, {}, settings)

@@ -186,6 +186,7 @@ def make_task(engine: Engine, task: str, out: str | Path, *, options: TaskOption
     settings = _settings(task, kind, options, classes, fractions, vocab)
     _check_out(out, settings, force)
     out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # until the new one is complete, no manifest vouches for it
 
     vocab_filter = None
     if vocab is not None:
