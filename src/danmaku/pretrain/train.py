@@ -101,7 +101,7 @@ class RunOptions:
     log_every: int = 10
     max_minutes: float | None = None
     deterministic: bool = False
-    cpu_threads: int | None = None  # None: ``configure_cpu_threads``' policy; 0: TensorFlow's defaults
+    cpu_threads: int | None = None  # N: one inter-op, N intra-op threads (``configure_cpu_threads``)
 
 
 # The study (../shared/docs/seed.md): batch 2048 for 12,000 steps at sequence
@@ -195,32 +195,27 @@ def _check_init_vocab(init_checkpoint: str, instances_vocab: Path) -> None:
 # Trainer
 # ---------------------------------------------------------------------------
 def configure_cpu_threads(threads: int | None = None) -> tuple[int, int] | None:
-    """On a small machine (<= 4 cores): one inter-op thread, ``threads`` (default: all) intra-op threads.
+    """``threads`` intra-op threads and one inter-op thread; ``None`` keeps TensorFlow's pools.
 
-    TensorFlow's default is a pool of one inter-op thread per core beside the
-    intra-op pool of one per core (plus tf.data's), so on 2 cores the training
-    step's ops run 4 threads: on a busy machine the spare ones spin and yield
-    (kernel time) and preempt the matmul threads. The step is one graph of
-    mostly dependent ops, so one inter-op thread loses nothing
-    (``bench/pretrain.py`` measures both; bench/RESULTS.md). Larger machines
-    keep TensorFlow's pools (independent small ops, e.g. the optimizer's
-    per-variable updates, use the spare cores there). Only possible before
-    TensorFlow runs its first op in the process; later calls keep the pools as
-    they are and return ``None``, as does ``threads=0``.
+    TensorFlow's default on 2 cores is an inter-op pool of one thread per core
+    beside the intra-op pool (plus tf.data's), which on a busy machine could
+    spin and preempt the matmul threads. Measured (``bench/pretrain.py``,
+    2 cores at load 4-5): 17.9 seq/s with one inter-op thread vs 18.4 with
+    TensorFlow's pools, 1% kernel time either way -- no gain, so the default
+    stays TensorFlow's and this is an option (``RunOptions.cpu_threads``).
+    Only possible before TensorFlow runs its first op in the process; later
+    calls keep the pools as they are and return ``None``.
     """
-    import os
-
     import tensorflow as tf
 
-    if threads == 0 or (threads is None and (os.cpu_count() or 1) > 4):
+    if not threads:
         return None
-    intra = threads or os.cpu_count() or 1
     try:
         tf.config.threading.set_inter_op_parallelism_threads(1)
-        tf.config.threading.set_intra_op_parallelism_threads(intra)
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
     except RuntimeError:  # the runtime is initialised already
         return None
-    return 1, intra
+    return 1, threads
 
 
 def make_strategy(name: str, tpu: str | None = None):
