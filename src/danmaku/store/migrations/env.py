@@ -1,8 +1,8 @@
 """Alembic environment: runs migrations on the engine danmaku hands over (or the URL)."""
 
+from alembic import context
 from sqlalchemy import create_engine
 
-from alembic import context
 from danmaku.store.models import Base
 
 config = context.config
