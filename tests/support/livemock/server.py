@@ -28,6 +28,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from tests.support.background_server import BackgroundServer
 from tests.support.livemock import commands
 from tests.support.livemock.script import Drop, Frame, MockRoom
 from tests.support.mockbili.server import wbi_w_rid
@@ -47,11 +48,14 @@ def dead_port() -> int:
         return s.getsockname()[1]
 
 
-class LiveMock:
+class LiveMock(BackgroundServer):
     """The mock; ``start()`` runs it on 127.0.0.1 in a thread and returns its URL."""
+
+    name = "livemock"
 
     def __init__(self, rooms: list[MockRoom], *, risk_control_times: int = 0,
                  dead_host_first: bool = False, sessdata: str | None = None) -> None:
+        super().__init__()
         self.rooms = {r.room_id: r for r in rooms}
         self.short = {r.short_id: r.room_id for r in rooms if r.short_id}
         self.img_key, self.sub_key = secrets.token_hex(16), secrets.token_hex(16)
@@ -64,59 +68,11 @@ class LiveMock:
         self.http_log: list[dict[str, Any]] = []
         self.auth_log: list[dict[str, Any]] = []
         self.done = {room_id: threading.Event() for room_id in self.rooms}
-        self.url = ""
-        self.port = 0
         self._dead_port = dead_port()
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
 
     # -- control -----------------------------------------------------------------------------
 
-    def start(self) -> str:
-        ready = threading.Event()
-        errors: list[BaseException] = []
-
-        def serve() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
-            runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
-            try:
-                loop.run_until_complete(runner.setup())
-                site = web.TCPSite(runner, "127.0.0.1", 0)
-                loop.run_until_complete(site.start())
-                self.port = runner.addresses[0][1]
-                self.url = f"http://127.0.0.1:{self.port}"
-            except BaseException as error:
-                errors.append(error)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(runner.shutdown())
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=serve, name="livemock", daemon=True)
-        self._thread.start()
-        ready.wait(30)
-        if errors:
-            raise errors[0]
-        return self.url
-
-    def stop(self) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(30)
-            self._thread = None
-
-    def __enter__(self) -> LiveMock:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def wait_done(self, timeout: float = 30) -> bool:
         return all(event.wait(timeout) for event in self.done.values())

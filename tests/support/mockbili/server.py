@@ -34,6 +34,7 @@ from xml.sax.saxutils import escape
 from aiohttp import web
 
 from danmaku.crawl.proto.dm_pb2 import DanmakuElem, DmSegConfig, DmWebViewReply
+from tests.support.background_server import BackgroundServer
 from tests.support.mockbili.catalog import Catalog, Danmaku, Page, china_date
 
 WBI_TABLE = [46, 47, 18, 2, 53, 8, 23, 32, 15, 50, 10, 31, 58, 3, 45, 35, 27, 43, 5, 49, 33, 9,
@@ -112,29 +113,28 @@ class Fault:
     seconds: float = 3.0
 
 
-class MockBilibili:
+class MockBilibili(BackgroundServer):
     """The mock server; ``start()`` runs it on 127.0.0.1 in a thread and returns its URL."""
+
+    name = "mockbili"
 
     def __init__(self, catalog: Catalog, *, space_page_size: int = 30,
                  sessdata: str | None = None, rotate_wbi_after: int | None = None,
                  port: int = 0) -> None:
+        super().__init__(port)
         self.catalog = catalog
         self.space_page_size = space_page_size
         self.sessdata = sessdata
         self.rotate_wbi_after = rotate_wbi_after
-        self.port = port
         self.img_key, self.sub_key = secrets.token_hex(16), secrets.token_hex(16)
         self.buvid3 = f"MOCK-{secrets.token_hex(8)}infoc"
         self.buvid4 = f"MOCK-{secrets.token_hex(8)}-4"
         self.faults: list[Fault] = []
         self.log: list[dict[str, Any]] = []
-        self.url = ""
         self._lock = threading.Lock()
         self._signed_ok = 0
         self._bvids = {v.bvid: v.aid for v in catalog.videos.values()}
         self._cache: dict[tuple, bytes] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
 
     # -- control ---------------------------------------------------------------------------
 
@@ -146,48 +146,6 @@ class MockBilibili:
         with self._lock:
             return [e for e in self.log if fragment in e["path"]]
 
-    def start(self) -> str:
-        ready = threading.Event()
-        errors: list[BaseException] = []
-
-        def serve() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
-            runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
-            try:
-                loop.run_until_complete(runner.setup())
-                site = web.TCPSite(runner, "127.0.0.1", self.port)
-                loop.run_until_complete(site.start())
-                self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-            except BaseException as error:  # report to the starting thread
-                errors.append(error)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=serve, name="mockbili", daemon=True)
-        self._thread.start()
-        ready.wait(30)
-        if errors:
-            raise errors[0]
-        return self.url
-
-    def stop(self) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(30)
-            self._thread = None
-
-    def __enter__(self) -> MockBilibili:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- the app ---------------------------------------------------------------------------
 
