@@ -77,3 +77,19 @@ def db_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     return require_service("DANMAKU_TEST_REDIS_URL", "Redis")
+
+
+@pytest.fixture(scope="session")
+def task_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One small real uploader task (tests/tasks and tests/finetune share it: built once)."""
+    from tests.support.task_data import real_task
+
+    return real_task(tmp_path_factory.mktemp("real_task"), max_per_class=400)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny random BERT in Google's format, shared like ``task_dir``."""
+    from tests.support.embed_models import write_google_model
+
+    return write_google_model(tmp_path_factory.mktemp("tiny") / "model", seed=0)

@@ -24,6 +24,7 @@ leaves one behind) and never one that is still being written.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -162,6 +163,15 @@ def fsync_dir(path: Path) -> None:
 
 
 _STAGING = re.compile(r"^\.danmaku-(?P<what>[a-z]+)-(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{12}\.partial$")
+
+
+def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
+    """The sha256 of a file's bytes, read in blocks (what ``sha256sum`` prints)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def staging_dir(parent: Path, what: str) -> Path:

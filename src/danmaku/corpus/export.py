@@ -37,6 +37,7 @@ from danmaku.artifacts import (
     CORPUS_TRAIN_FILE,
     clean_stale_staging,
     fsync_dir,
+    sha256_file,
     staging_dir,
 )
 from danmaku.corpus import manifest as mf
@@ -111,7 +112,7 @@ def export_corpus(
         manifest = mf.build_manifest(
             name=name, files=files, selection=selection.as_manifest(), options=options.as_manifest(),
             counts=counts.as_manifest(files), vocab_path=vocab_path,
-            vocab_sha256=mf.sha256_file(vocab_path), vocab_tokens=len(vocab_filter.tokenizer),
+            vocab_sha256=sha256_file(vocab_path), vocab_tokens=len(vocab_filter.tokenizer),
             store=engine.url.render_as_string(hide_password=True),
             seconds=time.perf_counter() - started,
         )

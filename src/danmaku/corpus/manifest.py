@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from danmaku import __version__
-from danmaku.artifacts import CorpusManifest
+from danmaku.artifacts import CorpusManifest, sha256_file
 
 MANIFEST = CorpusManifest.NAME
 FORMAT = CorpusManifest.FORMAT
@@ -33,14 +33,6 @@ VERSION_RULE = (
     "first 12 hex of sha256 of the text file; with an eval file, of the `sha256sum` "
     "listing of both text files in name order"
 )
-
-
-def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def corpus_version(file_sha256: dict[str, str]) -> str:

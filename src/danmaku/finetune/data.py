@@ -24,13 +24,14 @@ sentence; texts cut short are counted.
 from __future__ import annotations
 
 import csv
-import hashlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from danmaku.artifacts import sha256_file
 
 HEADER = ("text", "label")
 WRONG_COLUMNS = "wrong column count"
@@ -76,16 +77,8 @@ class LabelledRows:
         return f"{self.path}: left out {self.bad_total} of {self.records} row(s): {reasons}; first: {where}"
 
     def as_manifest(self) -> dict:
-        return {"path": str(self.path), "sha256": sha256_of(self.path), "records": self.records,
+        return {"path": str(self.path), "sha256": sha256_file(self.path), "records": self.records,
                 "rows": len(self), "left_out": dict(sorted(self.bad.items()))}
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_labelled_csv(path: str | Path, known_labels: Sequence[str] | None = None) -> LabelledRows:

@@ -178,14 +178,6 @@ SOURCE_FILLABLE = (
 )
 
 
-def _dialect_insert(conn: Connection, table):
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    if conn.dialect.name == "sqlite":
-        return sqlite.insert(table)
-    raise RuntimeError(f"unsupported database: {conn.dialect.name}")
-
-
 def source_key_video(aid: int, page: int) -> str:
     return f"video:{aid}:{page}"
 

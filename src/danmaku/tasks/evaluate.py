@@ -260,12 +260,12 @@ def _probe(spec: ModelSpec, task: _Task, encoder: _LazyEncoder, work: Path, sett
     """Test predictions of the linear probe, reused from ``probe.json`` when nothing changed."""
     import numpy as np
 
-    from danmaku.finetune.data import sha256_of
+    from danmaku.artifacts import sha256_file
     from danmaku.finetune.train import model_fingerprint
     from danmaku.tasks.probe import probe_predictions
 
     key = {"model": spec.path, "fingerprint": model_fingerprint(spec.path),
-           "train": sha256_of(task.train.path), "test": sha256_of(task.test.path),
+           "train": sha256_file(task.train.path), "test": sha256_file(task.test.path),
            "max_train": settings.probe_max_train, "max_iter": settings.probe_max_iter, "seed": settings.seed,
            "max_seq_len": settings.finetune.max_seq_len, "labels": task.labels}
     cache = work / "probe.json"

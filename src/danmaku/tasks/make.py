@@ -39,6 +39,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
+from danmaku.artifacts import sha256_file
 from danmaku.corpus.export_reader import Selection, read_chunks
 from danmaku.corpus.lines import one_line_batch
 from danmaku.store.db import redact
@@ -245,10 +246,10 @@ def make_task(engine: Engine, task: str, out: str | Path, *, options: TaskOption
     for split in SPLITS:
         tmp = out / f".{split}.csv.tmp"
         rows_written = sum(samples[(str(owner), split)].rows for owner in classes)
-        files[f"{split}.csv"] = {"rows": rows_written, "sha256": _sha256(tmp)}
+        files[f"{split}.csv"] = {"rows": rows_written, "sha256": sha256_file(tmp)}
         os.replace(tmp, out / f"{split}.csv")
     _write_sources(out, classes, groups, split_of)
-    files[SOURCES_FILE] = {"rows": len(split_of), "sha256": _sha256(out / SOURCES_FILE)}
+    files[SOURCES_FILE] = {"rows": len(split_of), "sha256": sha256_file(out / SOURCES_FILE)}
     manifest = {
         **settings,
         "store": redact(engine.url.render_as_string(hide_password=False)),
@@ -274,7 +275,7 @@ def _settings(task: str, kind: TaskKind, options: TaskOptions, classes: list[int
 
     vocab_info = None
     if vocab is not None:
-        vocab_info = {"path": str(vocab), "sha256": _sha256(Path(vocab)),
+        vocab_info = {"path": str(vocab), "sha256": sha256_file(Path(vocab)),
                       "rule": "keep iff Google FullTokenizer(do_lower_case=True) gives >= 1 token, no [UNK]"}
     choice = options.choice
     return {
@@ -325,11 +326,3 @@ def _write_sources(out: Path, classes: list[int], groups: dict[int, list[SourceC
             for source in sorted(groups[owner], key=lambda s: s.key):
                 writer.writerow((source.key, owner, split_of[source.id], source.rows))
     os.replace(tmp, out / SOURCES_FILE)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

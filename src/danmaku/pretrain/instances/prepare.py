@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -12,7 +11,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from danmaku.artifacts import CORPUS_EVAL_FILE, CORPUS_TRAIN_FILE, VOCAB, InstancesManifest
+from danmaku.artifacts import CORPUS_EVAL_FILE, CORPUS_TRAIN_FILE, VOCAB, InstancesManifest, sha256_file
 from danmaku.pretrain.instances.documents import open_lines, read_documents, tokenize_documents
 from danmaku.pretrain.instances.exact import google_exact_batch
 from danmaku.pretrain.instances.masking import Batch
@@ -38,14 +37,6 @@ class PrepareSummary:
     splits: dict[str, ShardStats] = field(default_factory=dict)
     shards_reused: int = 0
     shards_rebuilt: list[str] = field(default_factory=list)  # kept ones that were damaged
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def corpus_files(corpus: Path) -> dict[str, Path]:
@@ -127,7 +118,7 @@ def prepare(corpus: Path, vocab_path: Path, out_dir: Path, *, opts: InstanceOpti
     settings = {
         "format": FORMAT, "options": asdict(opts), "google_exact": google_exact,
         "shard_bytes": None if google_exact else shard_bytes,
-        "vocab_size": len(tok.vocab), "vocab_sha256": _sha256(Path(vocab_path)),
+        "vocab_size": len(tok.vocab), "vocab_sha256": sha256_file(Path(vocab_path)),
         "corpus": {split: {"file": path.name, "bytes": path.stat().st_size}
                    for split, path in files.items()},
     }
