@@ -31,6 +31,7 @@ from danmaku.pretrain.checkpoints import (
 from danmaku.pretrain.config import BertConfig
 from danmaku.pretrain.export import export_model
 from danmaku.pretrain.loading import load_bert
+from danmaku.pretrain.model import BertPretrainer
 from tests.conftest import SHARED_DATA
 from tests.support.google_tf1 import google_pretraining_graph, google_tf1
 
@@ -266,3 +267,26 @@ def test_tuned_dir_like_bert_as_service(google_dir, tmp_path):
     np.testing.assert_array_equal(google_weights(tuned.pretrainer)["bert/pooler/dense/bias"],
                                   weights["bert/pooler/dense/bias"])
     assert tuned.vocab_path == google_dir / "vocab.txt"
+
+
+@pytest.mark.parametrize("stddev", [0.02, 0.2])
+def test_weights_are_drawn_with_the_configs_initializer_range(stddev):
+    """Google's ``modeling.py`` draws every kernel and table from truncated_normal(initializer_range).
+
+    keras-hub's backbone always uses 0.02; the oracle is TensorFlow's own
+    ``truncated_normal`` with the config's stddev (biases stay 0, LayerNorm 1/0).
+    """
+    config = BertConfig(**(CONFIG.to_dict() | {"initializer_range": stddev, "vocab_size": 2000}))
+    weights = google_weights(BertPretrainer.from_bert_config(config))
+    oracle = float(np.std(tf.random.truncated_normal([200_000], stddev=stddev, seed=1).numpy()))
+    drawn = [name for name in weights if name.endswith(("kernel", "embeddings", "output_weights"))
+             and "LayerNorm" not in name]
+    assert {"bert/embeddings/word_embeddings", "bert/embeddings/position_embeddings",
+            "bert/encoder/layer_1/attention/self/query/kernel", "bert/pooler/dense/kernel",
+            "cls/predictions/transform/dense/kernel", "cls/seq_relationship/output_weights"} <= set(drawn)
+    for name in drawn:
+        values = np.asarray(weights[name])
+        assert np.abs(values).max() <= 2 * stddev + 1e-7, name
+        if values.size >= 1000:
+            assert abs(values.std() / oracle - 1) < 0.1, (name, values.std(), oracle)
+    assert not np.asarray(weights["bert/encoder/layer_0/output/dense/bias"]).any()

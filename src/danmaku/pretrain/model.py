@@ -32,6 +32,9 @@ INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask", "mask_positions")
 def build_backbone(config: BertConfig, *, dtype: Any = None) -> keras_hub.models.BertBackbone:
     """A randomly initialised keras-hub ``BertBackbone`` of ``config``'s shape.
 
+    Weights are drawn as Google's ``modeling.py`` draws them: truncated normal
+    with the config's ``initializer_range`` (biases 0, LayerNorm 1/0).
+
     keras-hub uses one dropout rate for hidden states and attention
     probabilities; a config where Google's two differ is refused rather than
     silently changed.
@@ -44,7 +47,7 @@ def build_backbone(config: BertConfig, *, dtype: Any = None) -> keras_hub.models
             f"{config.hidden_dropout_prob} and attention_probs_dropout_prob="
             f"{config.attention_probs_dropout_prob}"
         )
-    return keras_hub.models.BertBackbone(
+    backbone = keras_hub.models.BertBackbone(
         vocabulary_size=config.vocab_size,
         num_layers=config.num_hidden_layers,
         num_heads=config.num_attention_heads,
@@ -55,6 +58,23 @@ def build_backbone(config: BertConfig, *, dtype: Any = None) -> keras_hub.models
         num_segments=config.type_vocab_size,
         dtype=dtype,
     )
+    if config.initializer_range != KERAS_HUB_INIT_STDDEV:
+        _redraw_weights(backbone, config.initializer_range)
+    return backbone
+
+
+# keras-hub's BertBackbone draws every kernel and embedding table from
+# TruncatedNormal(0.02) whatever the config says; Google's modeling.py uses the
+# config's initializer_range for all of them.
+KERAS_HUB_INIT_STDDEV = 0.02
+
+
+def _redraw_weights(backbone: keras_hub.models.BertBackbone, stddev: float) -> None:
+    """Draw the kernels and embedding tables again from Google's TruncatedNormal(``stddev``)."""
+    init = keras.initializers.TruncatedNormal(stddev=stddev)
+    for variable in backbone.weights:
+        if variable.path.endswith(("/kernel", "/embeddings")):
+            variable.assign(keras.ops.cast(init(variable.shape), variable.dtype))
 
 
 @keras.saving.register_keras_serializable(package="danmaku")
