@@ -44,23 +44,26 @@ sys.path.insert(0, str(REPO / "src"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from danmaku.demo.recipe import BEFORE, DEFAULT, DemoRecipe  # noqa: E402
+from danmaku.demo.recipe import BEFORE, DEFAULT, NODROP, DemoRecipe  # noqa: E402
 
 CANDIDATES: dict[str, DemoRecipe] = {
     "before": BEFORE,
     "demo": DEFAULT,
     "fit": replace(BEFORE, fit=True),
-    "nodrop": replace(DEFAULT, dropout=0.0),  # = demo since the screen
-    "nodrop-lr2e-3": replace(DEFAULT, dropout=0.0, learning_rate=2e-3),
-    "nodrop-b16": replace(DEFAULT, dropout=0.0, batch_size=16),
-    "nodrop-b64": replace(DEFAULT, dropout=0.0, batch_size=64, learning_rate=1.5e-3),
-    "nodrop-beta0.98": replace(DEFAULT, dropout=0.0, beta_2=0.98),
-    "nodrop-warm100": replace(DEFAULT, dropout=0.0, warmup_steps=100),
-    "nodrop-small": replace(DEFAULT, dropout=0.0, preset="small", learning_rate=5e-4),
-    "nodrop-b64-warm100": replace(DEFAULT, dropout=0.0, batch_size=64, warmup_steps=100),
-    "nodrop-b16-warm100": replace(DEFAULT, dropout=0.0, batch_size=16, warmup_steps=100),
-    "nodrop-b16-lr2e-3-warm100": replace(DEFAULT, dropout=0.0, batch_size=16, learning_rate=2e-3,
-                                         warmup_steps=100),
+    "nodrop": NODROP,
+    "nodrop-lr2e-3": replace(NODROP, learning_rate=2e-3),
+    "nodrop-b16": replace(NODROP, batch_size=16),
+    "nodrop-b64": replace(NODROP, batch_size=64, learning_rate=1.5e-3),
+    "nodrop-beta0.98": replace(NODROP, beta_2=0.98),
+    "nodrop-warm50": replace(NODROP, warmup_steps=50),
+    "nodrop-small": replace(NODROP, preset="small", learning_rate=5e-4),
+    "nodrop-b16-lr2e-3-warm100": replace(NODROP, batch_size=16, learning_rate=2e-3, warmup_steps=100),
+    "sinusoidal": replace(NODROP, position_init="sinusoidal"),  # at Google's 0.02
+    "wide": replace(NODROP, initializer_range=0.1),  # every weight drawn at 0.1, random positions
+    "wide-sin": replace(NODROP, initializer_range=0.1, position_init="sinusoidal"),
+    "wide-sin-lr2e-3": replace(NODROP, initializer_range=0.1, position_init="sinusoidal", learning_rate=2e-3),
+    "wider-sin": replace(NODROP, initializer_range=0.2, position_init="sinusoidal"),
+    "wide-sin-b16": replace(NODROP, initializer_range=0.1, position_init="sinusoidal", batch_size=16),
 }
 STEP_CAP = 100_000  # fitted runs: the budget decides
 

@@ -290,3 +290,28 @@ def test_weights_are_drawn_with_the_configs_initializer_range(stddev):
         if values.size >= 1000:
             assert abs(values.std() / oracle - 1) < 0.1, (name, values.std(), oracle)
     assert not np.asarray(weights["bert/encoder/layer_0/output/dense/bias"]).any()
+
+
+def test_sinusoidal_position_start():
+    """The position table starts as Vaswani et al.'s codes: PE(p, 2i) = sin(p / 10000^(2i/d)), then cos.
+
+    Checked entry by entry with ``math`` and scaled to the config's
+    initializer_range; the table is an ordinary weight (Google's name, shape).
+    """
+    import math
+
+    config = BertConfig(**(CONFIG.to_dict() | {"initializer_range": 0.1}))
+    table = np.asarray(google_weights(BertPretrainer.from_bert_config(
+        config, position_init="sinusoidal"))["bert/embeddings/position_embeddings"])
+    assert table.shape == (P, H)
+    assert table.std() == pytest.approx(0.1, rel=1e-5)
+    scale = table[0, 1]  # cos(0) = 1
+    for p, i in [(1, 0), (5, 3), (63, 7), (40, 15)]:
+        angle = p / 10000 ** (2 * i / H)
+        assert table[p, 2 * i] == pytest.approx(scale * math.sin(angle), abs=1e-6)
+        assert table[p, 2 * i + 1] == pytest.approx(scale * math.cos(angle), abs=1e-6)
+    random = np.asarray(google_weights(BertPretrainer.from_bert_config(config))[
+        "bert/embeddings/position_embeddings"])
+    assert abs(np.corrcoef(random[:-1].ravel(), random[1:].ravel())[0, 1]) < 0.1  # no neighbour structure
+    with pytest.raises(ValueError, match="position_init must be one of random, sinusoidal"):
+        BertPretrainer.from_bert_config(config, position_init="learned")

@@ -12,6 +12,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -146,6 +147,10 @@ def train(
              "speed of steps 20-60 and kept on resume (--steps caps them).")] = None,
     optimizer: Annotated[str | None, typer.Option(help="adamw (Google's AdamWeightDecay) or lamb.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of initialisation, dropout and data order.")] = None,
+    initializer_range: Annotated[float | None, typer.Option(
+        help="Fresh model: stddev of the initial weights (Google: 0.02; the demo: 0.1).")] = None,
+    position_init: Annotated[str | None, typer.Option(
+        help="Fresh model: the learnt position table starts random (Google) or sinusoidal.")] = None,
     mixed_precision: Annotated[str | None, typer.Option(help="bf16 or fp16 (default fp32).")] = None,
     xla: Annotated[bool, typer.Option("--xla", help="Compile the step with XLA (GPU/TPU).")] = False,
     strategy: Annotated[str, typer.Option(help="tf.distribute: default, mirrored, tpu.")] = "default",
@@ -181,13 +186,16 @@ def train(
             if instances is None:
                 raise typer.BadParameter("--instances is required for a new run")
             config = _model_config(init_checkpoint, bert_config, preset)
+            if initializer_range is not None:
+                config = replace(config, initializer_range=initializer_range)
             if recipe is None and preset == "tiny" and init_checkpoint is None:
                 recipe = "tiny"
             if recipe is None and learning_rate is None and init_checkpoint:
                 learning_rate = 2e-5  # Google's suggestion for continuing a released checkpoint
             settings = settings_for(recipe, batch_size=batch_size, micro_batch_size=micro_batch_size,
                                     steps=steps, learning_rate=learning_rate, warmup_steps=warmup_steps,
-                                    optimizer=optimizer, seed=seed, fit_minutes=fit_minutes)
+                                    optimizer=optimizer, seed=seed, fit_minutes=fit_minutes,
+                                    position_init=position_init)
         with progress_bar() as bar:
             task = bar.add_task("pretraining", total=None, detail="")
 

@@ -382,7 +382,10 @@ def _schedule_line(settings: DemoSettings, training: dict[str, Any]) -> str:
               f"The learning-rate schedule spans {training['step']:,} steps: ")
     return (fitted + f"warm-up to {recipe['learning_rate']:g}, then linear decay to 0 (Google's schedule "
             f"and AdamWeightDecay, beta_2 {recipe['beta_2']:g}, epsilon {recipe['epsilon']:g}); dropout "
-            f"{recipe['dropout']:g}. The demo's recipe is the best that `bench/quality.py` measured.")
+            f"{recipe['dropout']:g}; initial weights drawn with stddev "
+            f"{recipe.get('initializer_range', 0.02):g} (Google's 0.02), the position table started "
+            f"{recipe.get('position_init', 'random')}. The demo's recipe is the best that "
+            "`bench/quality.py` measured.")
 
 
 def _counts_lines(counts: dict[str, Any]) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 
 import keras
 import keras_hub
+import numpy as np
 from keras_hub.src.utils.keras_utils import gelu_approximate
 
 from danmaku.pretrain.config import GOOGLE_GELU, BertConfig
@@ -75,6 +76,28 @@ def _redraw_weights(backbone: keras_hub.models.BertBackbone, stddev: float) -> N
     for variable in backbone.weights:
         if variable.path.endswith(("/kernel", "/embeddings")):
             variable.assign(keras.ops.cast(init(variable.shape), variable.dtype))
+
+
+POSITION_INITS = ("random", "sinusoidal")
+
+
+def sinusoidal_positions(positions: int, width: int, *, stddev: float) -> np.ndarray:
+    """The Transformer paper's sine/cosine position codes, scaled to ``stddev``, as a start for BERT's table.
+
+    Why (bench/quality.py, 2026-12-01): from scratch, a random table gives every
+    position its own unrelated vector, so "attend to my neighbour" must be
+    learnt for each position separately; sinusoids make neighbours similar from
+    step 0 (one rotation serves all offsets). With the token table drawn wide
+    (initializer_range 0.1), 800 steps of the demo reached 0.165 held-out masked-LM
+    accuracy against 0.137 with a random table of the same scale. The table
+    stays an ordinary learnt weight, so the model is a standard BERT.
+    """
+    position = np.arange(positions, dtype=np.float64)[:, None]
+    rate = 1.0 / 10000.0 ** (np.arange(0, width, 2, dtype=np.float64) / width)
+    table = np.zeros((positions, width))
+    table[:, 0::2] = np.sin(position * rate)
+    table[:, 1::2] = np.cos(position * rate[: width // 2])
+    return (table * (stddev / table.std())).astype(np.float32)
 
 
 @keras.saving.register_keras_serializable(package="danmaku")
@@ -139,10 +162,20 @@ class BertPretrainer(keras.Model):
         self.initializer_range = initializer_range
 
     @classmethod
-    def from_bert_config(cls, config: BertConfig, *, dtype: Any = None) -> BertPretrainer:
-        """A randomly initialised pretrainer of ``config``'s architecture."""
-        return cls(build_backbone(config, dtype=dtype), initializer_range=config.initializer_range,
-                   dtype=dtype)
+    def from_bert_config(cls, config: BertConfig, *, dtype: Any = None,
+                         position_init: str = "random") -> BertPretrainer:
+        """A randomly initialised pretrainer of ``config``'s architecture.
+
+        ``position_init="sinusoidal"`` starts the (still learned) position table
+        from ``sinusoidal_positions`` instead of random numbers.
+        """
+        if position_init not in POSITION_INITS:
+            raise ValueError(f"position_init must be one of {', '.join(POSITION_INITS)}: {position_init!r}")
+        backbone = build_backbone(config, dtype=dtype)
+        if position_init == "sinusoidal":
+            table = backbone.position_embedding.position_embeddings
+            table.assign(sinusoidal_positions(*table.shape, stddev=config.initializer_range))
+        return cls(backbone, initializer_range=config.initializer_range, dtype=dtype)
 
     def get_config(self) -> dict[str, Any]:
         return {

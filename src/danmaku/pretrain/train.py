@@ -76,6 +76,7 @@ class TrainSettings:
     beta_2: float = 0.999  # Google's AdamWeightDecay
     epsilon: float = 1e-6
     fit_minutes: float | None = None  # end the schedule at this much training time (``budget.py``)
+    position_init: str = "random"  # or "sinusoidal" (``model.sinusoidal_positions``); a new run only
 
     @property
     def num_warmup_steps(self) -> int:
@@ -86,6 +87,11 @@ class TrainSettings:
             raise RunError(f"--fit-minutes must be positive, got {self.fit_minutes}")
         if not 0 <= self.beta_2 < 1 or self.epsilon <= 0:
             raise RunError(f"need 0 <= beta_2 < 1 and epsilon > 0, got {self.beta_2}, {self.epsilon}")
+        from danmaku.pretrain.model import POSITION_INITS
+
+        if self.position_init not in POSITION_INITS:
+            raise RunError(f"--position-init must be one of {', '.join(POSITION_INITS)}, "
+                           f"got {self.position_init!r}")
 
 
 @dataclass(frozen=True)
@@ -262,7 +268,8 @@ class Trainer:
         self.micro, self.accum, self.replicas = micro, per_replica // micro, replicas
         policy = PRECISIONS[options.mixed_precision]
         with self.strategy.scope():
-            self.model = BertPretrainer.from_bert_config(config, dtype=policy)
+            self.model = BertPretrainer.from_bert_config(config, dtype=policy,
+                                                         position_init=settings.position_init)
             self.model(self._dummy_inputs(2), training=False)
             self.optimizer = self._optimizer()
             self.optimizer.build(self.model.trainable_variables)
