@@ -277,6 +277,31 @@ def test_tiny_model_learns_and_the_commands_chain(instances, tmp_path):
     assert result.exit_code == 1 and _says(result, "started with other settings")
 
 
+def test_initialisation_options_reach_the_run(instances, tmp_path):
+    """--initializer-range and --position-init (the demo's start) are recorded and used; bad values say so."""
+    runner = CliRunner()
+    config = tmp_path / "bert_config.json"
+    BertConfig(vocab_size=21128, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+               intermediate_size=64, max_position_embeddings=128).to_json_file(config)
+    common = ["pretrain", "train", "--instances", str(instances), "--bert-config", str(config),
+              "--steps", "1", "--batch-size", "4"]
+    result = runner.invoke(app, [*common, "--out", str(tmp_path / "bad"), "--position-init", "learned"])
+    assert result.exit_code == 1 and _says(result, "--position-init must be one of random, sinusoidal")
+    run = tmp_path / "run"
+    result = runner.invoke(app, [*common, "--out", str(run), "--position-init", "sinusoidal",
+                                 "--initializer-range", "0.1", "--learning-rate", "1e-9"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["settings"]["position_init"] == "sinusoidal"
+    assert manifest["bert_config"]["initializer_range"] == 0.1
+    weights = google_weights(load_bert(run).pretrainer)  # one step at lr 1e-9: still the start
+    table = np.asarray(weights["bert/embeddings/position_embeddings"])
+    assert table.std() == pytest.approx(0.1, rel=1e-3)
+    assert np.corrcoef(table[:-1].ravel(), table[1:].ravel())[0, 1] > 0.9  # neighbours alike
+    word = np.asarray(weights["bert/embeddings/word_embeddings"])
+    assert word.std() == pytest.approx(0.088, rel=0.03)  # truncated normal(0.1): 0.88 x 0.1
+
+
 def test_train_bad_inputs(instances, tmp_path):
     runner = CliRunner()
     bad_config = tmp_path / "bert_config.json"
