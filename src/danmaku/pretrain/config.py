@@ -157,6 +157,11 @@ class BertConfig:
         return cls(vocab_size=vocab_size, **shape)
 
 
+# How a fresh model's learnt position table starts (a training choice, not part of
+# bert_config.json): Google's random draw, or ``model.sinusoidal_positions``. Here
+# so that ``TrainSettings`` can check it without importing Keras.
+POSITION_INITS = ("random", "sinusoidal")
+
 # Google Chinese BERT-Base is chinese_L-12_H-768_A-12; "tiny" learns visibly in
 # minutes on 2 CPU cores; "small" is the bench/ shape (L4 H256).
 PRESETS: dict[str, dict[str, int]] = {

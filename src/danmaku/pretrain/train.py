@@ -45,7 +45,7 @@ from danmaku.artifacts import (
     ArtifactMismatch,
     RunManifest,
 )
-from danmaku.pretrain.config import BertConfig
+from danmaku.pretrain.config import POSITION_INITS, BertConfig
 from danmaku.pretrain.loading import vocab_size_of
 
 INITIAL_DIR = "initial"
@@ -87,8 +87,6 @@ class TrainSettings:
             raise RunError(f"--fit-minutes must be positive, got {self.fit_minutes}")
         if not 0 <= self.beta_2 < 1 or self.epsilon <= 0:
             raise RunError(f"need 0 <= beta_2 < 1 and epsilon > 0, got {self.beta_2}, {self.epsilon}")
-        from danmaku.pretrain.model import POSITION_INITS
-
         if self.position_init not in POSITION_INITS:
             raise RunError(f"--position-init must be one of {', '.join(POSITION_INITS)}, "
                            f"got {self.position_init!r}")
