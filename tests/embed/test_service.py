@@ -6,12 +6,7 @@ Everything binds 127.0.0.1 on a free port and every wait is bounded.
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import signal
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +18,9 @@ from danmaku.embed.encoder import EncoderSettings
 from danmaku.embed.models import load_encoder
 from danmaku.embed.service import BatchPolicy, Limits, make_app
 from danmaku.embed.texts import read_phrases
-from tests.conftest import PYTHONPATH, SHARED_DATA
+from tests.conftest import SHARED_DATA
 from tests.support.embed_models import write_google_model
+from tests.support.serve_process import ServeProcess
 
 REPO = Path(__file__).resolve().parents[2]
 PHRASES = read_phrases(SHARED_DATA / "meme_phrases.txt")
@@ -134,26 +130,10 @@ def test_pretokenized_input_equals_text_input(encoder):
 def test_serve_binds_localhost_and_finishes_requests_in_flight_on_sigterm(model_dir):
     # The batcher holds the request for 1.5 s; SIGTERM arrives meanwhile; the client
     # must still get its vectors and the process must exit 0.
-    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "danmaku", "embed", "serve", "-m", str(model_dir), "--port", "0",
-         "--batch-wait-ms", "1500"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
-    )
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def read_stderr() -> None:
-        for line in proc.stderr:
-            lines.append(line)
-            if "serving on" in line:
-                ready.set()
-
-    reader = threading.Thread(target=read_stderr, daemon=True)
-    reader.start()
+    server = ServeProcess(model_dir, "--batch-wait-ms", "1500")
+    proc = server.proc
     try:
-        assert ready.wait(180), "".join(lines)
-        url = re.search(r"http://[0-9.]+:\d+", "".join(lines)).group()
+        url = server.url()
         assert url.startswith("http://127.0.0.1:")
 
         async def scenario():
@@ -171,9 +151,7 @@ def test_serve_binds_localhost_and_finishes_requests_in_flight_on_sigterm(model_
         status, body = run(scenario(), timeout=60)
         assert status == 200 and body["id"] == 1 and len(body["result"][0]) == 32
         assert proc.wait(timeout=60) == 0
-        reader.join(timeout=10)
-        assert "stopped" in "".join(lines)
+        server.reader.join(timeout=10)
+        assert "stopped" in server.output
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        server.kill()

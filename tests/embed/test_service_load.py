@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import re
 import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -26,9 +22,9 @@ from danmaku.embed.encoder import EncoderSettings
 from danmaku.embed.models import load_encoder
 from danmaku.embed.service import BatchPolicy, make_app
 from danmaku.embed.serving import BATCHER
-from tests.conftest import PYTHONPATH
 from tests.support.danmaku_sample import real_danmaku
 from tests.support.embed_models import VOCAB, write_google_model
+from tests.support.serve_process import ServeProcess
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = ClientTimeout(total=60)
@@ -269,23 +265,9 @@ def test_overloaded_server_answers_503_keeps_memory_flat_and_every_accepted_vect
     or not) that would hide the service's own memory: the server runs without them
     (TF_ENABLE_ONEDNN_OPTS=0)."""
     key = "load-test-key"
-    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "PYTHONUNBUFFERED": "1", "DANMAKU_API_KEY": key,
-           "TF_ENABLE_ONEDNN_OPTS": "0"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "danmaku", "embed", "serve", "-m", str(model_dir), "--port", "0",
-         "--max-queued-tokens", "8192"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
-    )
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def read_stderr() -> None:
-        for line in proc.stderr:
-            lines.append(line)
-            if "serving on" in line:
-                ready.set()
-
-    threading.Thread(target=read_stderr, daemon=True).start()
+    server = ServeProcess(model_dir, "--max-queued-tokens", "8192",
+                          env={"DANMAKU_API_KEY": key, "TF_ENABLE_ONEDNN_OPTS": "0"})
+    proc = server.proc
     long_texts = [a + b + c for a, b, c in zip(TEXTS[0::3], TEXTS[1::3], TEXTS[2::3], strict=False)]
     long_texts = [t for t in long_texts if len(t) >= 40]
 
@@ -294,8 +276,7 @@ def test_overloaded_server_answers_503_keeps_memory_flat_and_every_accepted_vect
         return long_texts[at:at + 128]
 
     try:
-        assert ready.wait(180), "".join(lines)
-        url = re.search(r"http://[0-9.]+:\d+", "".join(lines)).group()
+        url = server.url()
 
         async def scenario():
             auth = {"Authorization": f"Bearer {key}"}
@@ -333,8 +314,7 @@ def test_overloaded_server_answers_503_keeps_memory_flat_and_every_accepted_vect
         try:
             proc.wait(timeout=60)
         finally:
-            if proc.poll() is None:
-                proc.kill()
+            server.kill()
     codes = [code for _, code, _ in results]
     assert set(codes) <= {200, 503}
     assert codes.count(503) > len(codes) // 2, codes.count(503)  # more than the model could take
