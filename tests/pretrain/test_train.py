@@ -287,6 +287,8 @@ def test_initialisation_options_reach_the_run(instances, tmp_path):
               "--steps", "1", "--batch-size", "4"]
     result = runner.invoke(app, [*common, "--out", str(tmp_path / "bad"), "--position-init", "learned"])
     assert result.exit_code == 1 and _says(result, "--position-init must be one of random, sinusoidal")
+    result = runner.invoke(app, [*common, "--out", str(tmp_path / "bad"), "--initializer-range", "0"])
+    assert result.exit_code != 0 and _says(result, "--initializer-range must be positive, got 0")
     run = tmp_path / "run"
     result = runner.invoke(app, [*common, "--out", str(run), "--position-init", "sinusoidal",
                                  "--initializer-range", "0.1", "--learning-rate", "1e-9"])

@@ -187,6 +187,9 @@ def train(
                 raise typer.BadParameter("--instances is required for a new run")
             config = _model_config(init_checkpoint, bert_config, preset)
             if initializer_range is not None:
+                if initializer_range <= 0:
+                    raise typer.BadParameter(
+                        f"--initializer-range must be positive, got {initializer_range:g}")
                 config = replace(config, initializer_range=initializer_range)
             if recipe is None and preset == "tiny" and init_checkpoint is None:
                 recipe = "tiny"
