@@ -80,10 +80,11 @@ def init_ckpt(tmp_path_factory) -> Path:
     return out / "bert_model.ckpt"
 
 
-@pytest.mark.parametrize("micro", [4, 2])
-def test_training_step_matches_googles_optimizer(init_ckpt, tmp_path, micro):
+@pytest.mark.parametrize(("micro", "nsp_weight"), [(4, 1.0), (2, 1.0), (4, 0.0)])
+def test_training_step_matches_googles_optimizer(init_ckpt, tmp_path, micro, nsp_weight):
     """4 steps of Google's create_optimizer (AdamWeightDecay, warm-up, decay, clip) vs ours,
-    once with the whole batch and once accumulated over two micro-batches."""
+    with the whole batch, accumulated over two micro-batches, and on the masked-LM loss
+    alone (``nsp_weight`` 0: Google's optimizer then skips the pooler and NSP head)."""
     lr, total, warmup, steps = 1e-2, 10, 2, 4
     batch = _batch()
     g = google_tf1()
@@ -94,14 +95,16 @@ def test_training_step_matches_googles_optimizer(init_ckpt, tmp_path, micro):
         tvars = v1.trainable_variables()
         assignment, _ = g.modeling.get_assignment_map_from_checkpoint(tvars, str(init_ckpt))
         v1.train.init_from_checkpoint(str(init_ckpt), assignment)
-        train_op = g.optimization.create_optimizer(out["total_loss"], lr, total, warmup, False)
+        loss = out["total_loss"] if nsp_weight else out["mlm_loss"]
+        train_op = g.optimization.create_optimizer(loss, lr, total, warmup, False)
         sess.run(v1.global_variables_initializer())
         for _ in range(steps):
             sess.run(train_op, {ph[k]: batch[k] for k in ph})
         google = {v.name[:-2]: sess.run(v) for v in v1.trainable_variables()}
 
     trainer = Trainer(tmp_path, SMALL, TrainSettings(steps=total, batch_size=B, micro_batch_size=micro,
-                                                     learning_rate=lr, warmup_steps=warmup),
+                                                     learning_rate=lr, warmup_steps=warmup,
+                                                     nsp_weight=nsp_weight),
                       RunOptions(), seq=S, pred=M)
     trainer.restore_or_init(str(init_ckpt))
     before = google_weights(trainer.model)
@@ -110,14 +113,17 @@ def test_training_step_matches_googles_optimizer(init_ckpt, tmp_path, micro):
         trainer.train_step(iterator)
     ours = google_weights(trainer.model)
     assert set(google) == set(ours)
-    moved = 0
+    moved, frozen = 0, 0
     for name, value in google.items():
         # Adam divides by sqrt(v) + 1e-6: where a gradient is ~1e-6 float noise shows,
         # so a few elements may differ by < 1e-4 (the weights move by ~4e-2 here).
         np.testing.assert_allclose(ours[name], value, atol=1e-4, err_msg=name)
         assert np.abs(ours[name] - value).mean() < 2e-6, name
         moved += not np.allclose(before[name], value)
-    assert moved > 0.9 * len(google)  # the test is not vacuous: the weights did change
+        frozen += np.array_equal(before[name], ours[name])
+    # not vacuous: the weights did change -- all but the pooler and NSP head (4) without NSP
+    assert frozen == (0 if nsp_weight else 4)
+    assert moved == len(google) - frozen
 
 
 def test_eval_metrics_are_googles(init_ckpt, tmp_path):
@@ -277,8 +283,9 @@ def test_tiny_model_learns_and_the_commands_chain(instances, tmp_path):
     assert result.exit_code == 1 and _says(result, "started with other settings")
 
 
-def test_initialisation_options_reach_the_run(instances, tmp_path):
-    """--initializer-range and --position-init (the demo's start) are recorded and used; bad values say so."""
+def test_demo_recipe_options_reach_the_run(instances, tmp_path):
+    """--initializer-range, --position-init and --nsp-weight (the demo's recipe) are recorded and used;
+    bad values say so."""
     runner = CliRunner()
     config = tmp_path / "bert_config.json"
     BertConfig(vocab_size=21128, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -289,12 +296,16 @@ def test_initialisation_options_reach_the_run(instances, tmp_path):
     assert result.exit_code == 1 and _says(result, "--position-init must be one of random, sinusoidal")
     result = runner.invoke(app, [*common, "--out", str(tmp_path / "bad"), "--initializer-range", "0"])
     assert result.exit_code != 0 and _says(result, "--initializer-range must be positive, got 0")
+    result = runner.invoke(app, [*common, "--out", str(tmp_path / "bad"), "--nsp-weight", "-1"])
+    assert result.exit_code == 1 and _says(result, "--nsp-weight must be >= 0, got -1")
     run = tmp_path / "run"
     result = runner.invoke(app, [*common, "--out", str(run), "--position-init", "sinusoidal",
-                                 "--initializer-range", "0.1", "--learning-rate", "1e-9"])
+                                 "--initializer-range", "0.1", "--learning-rate", "1e-9",
+                                 "--nsp-weight", "0"])
     assert result.exit_code == 0, result.output
     manifest = json.loads((run / "run.json").read_text())
     assert manifest["settings"]["position_init"] == "sinusoidal"
+    assert manifest["settings"]["nsp_weight"] == 0
     assert manifest["bert_config"]["initializer_range"] == 0.1
     weights = google_weights(load_bert(run).pretrainer)  # one step at lr 1e-9: still the start
     table = np.asarray(weights["bert/embeddings/position_embeddings"])

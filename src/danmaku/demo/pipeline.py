@@ -384,7 +384,8 @@ def _schedule_line(settings: DemoSettings, training: dict[str, Any]) -> str:
             f"and AdamWeightDecay, beta_2 {recipe['beta_2']:g}, epsilon {recipe['epsilon']:g}); dropout "
             f"{recipe['dropout']:g}; initial weights drawn with stddev "
             f"{recipe.get('initializer_range', 0.02):g} (Google's 0.02), the position table started "
-            f"{recipe.get('position_init', 'random')}. The demo's recipe is the best that "
+            f"{recipe.get('position_init', 'random')}; next-sentence loss weighted "
+            f"{recipe.get('nsp_weight', 1.0):g} (Google's 1). The demo's recipe is the best that "
             "`bench/quality.py` measured.")
 
 

@@ -33,6 +33,7 @@ class DemoRecipe:
     epsilon: float = 1e-6
     initializer_range: float = 0.02  # stddev of the initial weights (Google's 0.02)
     position_init: str = "random"  # or "sinusoidal" (``pretrain.model.sinusoidal_positions``)
+    nsp_weight: float = 1.0  # of the next-sentence loss (Google's 1; 0: the masked LM alone)
     fit: bool = True
 
     def model_config(self) -> BertConfig:
@@ -44,7 +45,7 @@ class DemoRecipe:
         return TrainSettings(steps=steps, batch_size=self.batch_size, learning_rate=self.learning_rate,
                              warmup_steps=min(self.warmup_steps, max(steps // 10, 1)), beta_2=self.beta_2,
                              epsilon=self.epsilon, fit_minutes=minutes if self.fit else None,
-                             position_init=self.position_init)
+                             position_init=self.position_init, nsp_weight=self.nsp_weight)
 
     def describe(self) -> dict[str, Any]:
         return asdict(self)

@@ -3,7 +3,8 @@
 * masked LM loss: cross-entropy at each masked position, averaged with the
   ``masked_lm_weights`` (padding predictions weigh 0): ``sum(w*ce) / (sum(w) + 1e-5)``;
 * next-sentence loss: mean cross-entropy of the 2-way head (label 0 = "is next");
-* the training loss is their sum.
+* the training loss is their sum (``nsp_weight`` 1, Google's); other weights
+  are ours (0 trains the masked LM alone, as RoBERTa does).
 
 Eval metrics (``metric_fn``) are streaming means over all eval batches:
 ``masked_lm_accuracy`` (weighted), ``masked_lm_loss`` (weighted mean of the
@@ -21,8 +22,9 @@ import tensorflow as tf
 SUM_KEYS = ("mlm_loss_sum", "mlm_correct", "mlm_weight", "nsp_loss_sum", "nsp_correct", "nsp_count")
 
 
-def pretraining_losses(outputs: dict[str, tf.Tensor], labels: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-    """Google's ``total_loss`` (``loss``) plus the sums behind its eval metrics."""
+def pretraining_losses(outputs: dict[str, tf.Tensor], labels: dict[str, tf.Tensor], *,
+                       nsp_weight: float = 1.0) -> dict[str, tf.Tensor]:
+    """Google's ``total_loss`` (``loss``: mlm + nsp_weight x nsp) plus the sums behind its eval metrics."""
     mlm_logits = tf.cast(outputs["mlm_logits"], tf.float32)
     nsp_logits = tf.cast(outputs["nsp_logits"], tf.float32)
     ids = labels["masked_lm_ids"]
@@ -37,7 +39,9 @@ def pretraining_losses(outputs: dict[str, tf.Tensor], labels: dict[str, tf.Tenso
     mlm_hit = tf.cast(tf.equal(tf.argmax(mlm_logits, -1, output_type=tf.int32), ids), tf.float32)
     nsp_hit = tf.cast(tf.equal(tf.argmax(nsp_logits, -1, output_type=tf.int32), nsp_labels), tf.float32)
     return {
-        "loss": mlm_loss + nsp_loss, "mlm_loss": mlm_loss, "nsp_loss": nsp_loss,
+        # weight 0: the masked LM alone, so the pooler and NSP head get no gradient at all
+        "loss": mlm_loss + nsp_weight * nsp_loss if nsp_weight else mlm_loss,
+        "mlm_loss": mlm_loss, "nsp_loss": nsp_loss,
         "mlm_loss_sum": mlm_loss_sum, "mlm_correct": tf.reduce_sum(weights * mlm_hit),
         "mlm_weight": mlm_weight, "nsp_loss_sum": tf.reduce_sum(nsp_ce),
         "nsp_correct": tf.reduce_sum(nsp_hit), "nsp_count": tf.cast(tf.size(nsp_ce), tf.float32),

@@ -77,6 +77,7 @@ class TrainSettings:
     epsilon: float = 1e-6
     fit_minutes: float | None = None  # end the schedule at this much training time (``budget.py``)
     position_init: str = "random"  # or "sinusoidal" (``model.sinusoidal_positions``); a new run only
+    nsp_weight: float = 1.0  # of the next-sentence loss in the training loss (Google: 1; 0: masked LM only)
 
     @property
     def num_warmup_steps(self) -> int:
@@ -87,6 +88,8 @@ class TrainSettings:
             raise RunError(f"--fit-minutes must be positive, got {self.fit_minutes}")
         if not 0 <= self.beta_2 < 1 or self.epsilon <= 0:
             raise RunError(f"need 0 <= beta_2 < 1 and epsilon > 0, got {self.beta_2}, {self.epsilon}")
+        if self.nsp_weight < 0:
+            raise RunError(f"--nsp-weight must be >= 0, got {self.nsp_weight:g}")
         if self.position_init not in POSITION_INITS:
             raise RunError(f"--position-init must be one of {', '.join(POSITION_INITS)}, "
                            f"got {self.position_init!r}")
@@ -351,25 +354,30 @@ class Trainer:
         accum, micro, replicas = self.accum, self.micro, self.replicas
         fp16 = self.options.mixed_precision == "fp16"
         clip_norm = self.settings.clip_norm
+        nsp_weight = self.settings.nsp_weight
         variables = model.trainable_variables
 
         def grads_of(inputs, labels):
             with tf.GradientTape() as tape:
                 outputs = model(inputs, training=True)
-                values = pretraining_losses(outputs, labels)
+                values = pretraining_losses(outputs, labels, nsp_weight=nsp_weight)
                 loss = values["loss"] / float(accum * replicas)
                 if fp16:
                     loss = optimizer.scale_loss(loss)
-            grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]  # dense: summable
-            return grads, {k: values[k] for k in ("loss", *SUM_KEYS)}
+            # nsp_weight 0 leaves the pooler and the NSP head out of the loss: like Google's
+            # optimizer (which skips a None gradient) they are then not updated, nor decayed.
+            grads = tape.gradient(loss, variables)
+            live = tuple(i for i, g in enumerate(grads) if g is not None)
+            dense = [tf.convert_to_tensor(grads[i]) for i in live]  # dense: summable
+            return live, dense, {k: values[k] for k in ("loss", *SUM_KEYS)}
 
         def replica_step(inputs, labels):
             def chunk(tree, k):
                 return {name: t[k * micro:(k + 1) * micro] for name, t in tree.items()}
 
-            grads, sums = grads_of(chunk(inputs, 0), chunk(labels, 0))
+            live, grads, sums = grads_of(chunk(inputs, 0), chunk(labels, 0))
             for k in tf.range(1, accum):
-                more, more_sums = grads_of(chunk(inputs, k), chunk(labels, k))
+                _, more, more_sums = grads_of(chunk(inputs, k), chunk(labels, k))
                 grads = [a + b for a, b in zip(grads, more, strict=True)]
                 sums = {name: sums[name] + more_sums[name] for name in sums}
             # Clip the gradient of the whole batch, as on one device: all-reduce first
@@ -382,7 +390,7 @@ class Trainer:
                 grads, _ = tf.clip_by_global_norm(grads, limit)
             if replicas > 1:
                 grads = [g / float(replicas) for g in grads]
-            optimizer.apply_gradients(zip(grads, variables, strict=True))
+            optimizer.apply_gradients(zip(grads, [variables[i] for i in live], strict=True))
             return sums
 
         compiled = tf.function(replica_step, jit_compile=self.options.xla or None)
