@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO / "src"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from danmaku.demo.recipe import BEFORE, DEFAULT, NODROP, DemoRecipe  # noqa: E402
+from danmaku.demo.recipe import BEFORE, DEFAULT, NODROP, ONE_LAYER, WIDE_SIN, DemoRecipe  # noqa: E402
 
 CANDIDATES: dict[str, DemoRecipe] = {
     "before": BEFORE,
@@ -64,6 +64,11 @@ CANDIDATES: dict[str, DemoRecipe] = {
     "wide-sin-lr2e-3": replace(NODROP, initializer_range=0.1, position_init="sinusoidal", learning_rate=2e-3),
     "wider-sin": replace(NODROP, initializer_range=0.2, position_init="sinusoidal"),
     "wide-sin-b16": replace(NODROP, initializer_range=0.1, position_init="sinusoidal", batch_size=16),
+    "wide-sin-nsp0": replace(WIDE_SIN, nsp_weight=0.0),
+    "one-layer": ONE_LAYER,
+    "one-layer-nsp0": replace(ONE_LAYER, nsp_weight=0.0),
+    "wide-sin-l3": replace(WIDE_SIN, layers=3),
+    "wide-sin-l4": replace(WIDE_SIN, layers=4),
 }
 STEP_CAP = 100_000  # fitted runs: the budget decides
 

@@ -144,7 +144,7 @@ def train(
     warmup_steps: Annotated[int | None, typer.Option(help="Warm-up steps (default 10%).")] = None,
     fit_minutes: Annotated[float | None, typer.Option(
         help="End the learning-rate decay at this much training time: the total steps are fixed from the "
-             "speed of steps 20-60 and kept on resume (--steps caps them).")] = None,
+             "speed of steps 60-160 and kept on resume (--steps caps them).")] = None,
     optimizer: Annotated[str | None, typer.Option(help="adamw (Google's AdamWeightDecay) or lamb.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of initialisation, dropout and data order.")] = None,
     initializer_range: Annotated[float | None, typer.Option(

@@ -143,7 +143,7 @@ def run_demo(settings: DemoSettings, *, on_stage: StageCallback = _ignore,
                        lambda: _instances(settings, Path(corpus["dir"])), on_stage)
     reference = _stage(state, "reference", "count the bigram reference (training file)",
                        lambda: _reference(settings, Path(corpus["dir"]), Path(instances["dir"])), on_stage)
-    training = _stage(state, "train", f"train the tiny BERT ({settings.minutes:g} min budget)",
+    training = _stage(state, "train", f"train the BERT ({settings.minutes:g} min budget)",
                       lambda: _train(settings, Path(instances["dir"]), on_message), on_stage)
     table = _stage(state, "evaluate", "evaluate initial and trained weights",
                    lambda: _evaluate(settings, Path(instances["dir"]), training), on_stage)
@@ -251,6 +251,8 @@ def _train(settings: DemoSettings, instances_dir: Path, on_message: Callable[[st
     return {"run_dir": str(run_dir), "step": result.step, "sequences": result.sequences,
             "history": history, "evals": evals, "minutes": (time.monotonic() - began) / 60,
             "recipe": recipe.describe(), "batch_size": train_settings.batch_size,
+            "shape": {"layers": config.num_hidden_layers, "hidden": config.hidden_size,
+                      "heads": config.num_attention_heads, "intermediate": config.intermediate_size},
             "schedule": None if schedule is None else {
                 "steps": schedule.steps, "steps_per_second": 1 / schedule.seconds_per_step,
                 "probe": list(schedule.probe)}}
@@ -314,7 +316,7 @@ Everything below was computed in this run (`{settings.out}`), from the raw files
 
 ## The study's table
 
-A `tiny` BERT (2 layers, hidden 128) trained from scratch for {training['step']:,} steps of
+A BERT of {_shape_words(training)} trained from scratch for {training['step']:,} steps of
 {training['batch_size']} sequences ({training['sequences']:,} sequences of up to 128 tokens) in
 {training['minutes']:.1f} min on this machine's CPU (training, plus the pauses for the curves' evals).
 {_schedule_line(settings, training)}
@@ -372,6 +374,14 @@ Nearest phrases (cosine, REDUCE_MEAN of the last layer):
 """
     md_path, html_path = write_report(settings.out, md, "danmaku demo report")
     return {"markdown": str(md_path), "html": str(html_path), "downstream": True}
+
+
+def _shape_words(training: dict[str, Any]) -> str:
+    older_runs = {"layers": 2, "hidden": 128, "heads": 2, "intermediate": 512}  # the tiny preset
+    shape = training.get("shape") or older_runs
+    layers = shape["layers"]
+    return (f"{layers} layer{'s' if layers != 1 else ''}, hidden {shape['hidden']}, {shape['heads']} heads, "
+            f"feed-forward {shape['intermediate']}")
 
 
 def _schedule_line(settings: DemoSettings, training: dict[str, Any]) -> str:
