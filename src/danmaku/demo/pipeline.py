@@ -384,6 +384,14 @@ def _shape_words(training: dict[str, Any]) -> str:
             f"feed-forward {shape['intermediate']}")
 
 
+def _loss_words(nsp_weight: float) -> str:
+    if nsp_weight == 1.0:
+        return "Google's loss (masked LM + next sentence)"
+    if nsp_weight == 0.0:
+        return "the masked-LM loss alone (no next-sentence term)"
+    return f"the next-sentence loss weighted {nsp_weight:g} (Google's 1)"
+
+
 def _schedule_line(settings: DemoSettings, training: dict[str, Any]) -> str:
     recipe, schedule = training["recipe"], training.get("schedule")
     fitted = (f"The learning-rate schedule was fitted to the {settings.minutes:g}-minute budget: "
@@ -394,8 +402,8 @@ def _schedule_line(settings: DemoSettings, training: dict[str, Any]) -> str:
             f"and AdamWeightDecay, beta_2 {recipe['beta_2']:g}, epsilon {recipe['epsilon']:g}); dropout "
             f"{recipe['dropout']:g}; initial weights drawn with stddev "
             f"{recipe.get('initializer_range', 0.02):g} (Google's 0.02), the position table started "
-            f"{recipe.get('position_init', 'random')}; next-sentence loss weighted "
-            f"{recipe.get('nsp_weight', 1.0):g} (Google's 1). The demo's recipe is the best that "
+            f"{recipe.get('position_init', 'random')}; {_loss_words(recipe.get('nsp_weight', 1.0))}. "
+            "The demo's recipe is the best that "
             "`bench/quality.py` measured.")
 
 
