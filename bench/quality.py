@@ -60,10 +60,10 @@ CANDIDATES: dict[str, DemoRecipe] = {
     "nodrop-b16-lr2e-3-warm100": replace(NODROP, batch_size=16, learning_rate=2e-3, warmup_steps=100),
     "sinusoidal": replace(NODROP, position_init="sinusoidal"),  # at Google's 0.02
     "wide": replace(NODROP, initializer_range=0.1),  # every weight drawn at 0.1, random positions
-    "wide-sin": replace(NODROP, initializer_range=0.1, position_init="sinusoidal"),
-    "wide-sin-lr2e-3": replace(NODROP, initializer_range=0.1, position_init="sinusoidal", learning_rate=2e-3),
-    "wider-sin": replace(NODROP, initializer_range=0.2, position_init="sinusoidal"),
-    "wide-sin-b16": replace(NODROP, initializer_range=0.1, position_init="sinusoidal", batch_size=16),
+    "wide-sin": WIDE_SIN,
+    "wide-sin-lr2e-3": replace(WIDE_SIN, learning_rate=2e-3),
+    "wider-sin": replace(WIDE_SIN, initializer_range=0.2),
+    "wide-sin-b16": replace(WIDE_SIN, batch_size=16),
     "wide-sin-nsp0": replace(WIDE_SIN, nsp_weight=0.0),
     "one-layer": ONE_LAYER,
     "one-layer-nsp0": replace(ONE_LAYER, nsp_weight=0.0),

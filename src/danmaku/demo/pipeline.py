@@ -377,8 +377,13 @@ Nearest phrases (cosine, REDUCE_MEAN of the last layer):
 
 
 def _shape_words(training: dict[str, Any]) -> str:
-    older_runs = {"layers": 2, "hidden": 128, "heads": 2, "intermediate": 512}  # the tiny preset
-    shape = training.get("shape") or older_runs
+    shape = training.get("shape")
+    if shape is None:  # a run from before the report said its shape: the recipe's preset
+        from danmaku.pretrain.config import PRESETS
+
+        preset = PRESETS[training["recipe"].get("preset", "tiny")]
+        shape = {"layers": preset["num_hidden_layers"], "hidden": preset["hidden_size"],
+                 "heads": preset["num_attention_heads"], "intermediate": preset["intermediate_size"]}
     layers = shape["layers"]
     return (f"{layers} layer{'s' if layers != 1 else ''}, hidden {shape['hidden']}, {shape['heads']} heads, "
             f"feed-forward {shape['intermediate']}")
