@@ -152,7 +152,7 @@ def train(
     position_init: Annotated[str | None, typer.Option(
         help="Fresh model: the learnt position table starts random (Google) or sinusoidal.")] = None,
     nsp_weight: Annotated[float | None, typer.Option(
-        help="Weight of the next-sentence loss (Google: 1; 0: the masked LM alone, as the demo).")] = None,
+        help="Weight of the next-sentence loss (Google: 1; 0: the masked LM alone, as RoBERTa).")] = None,
     mixed_precision: Annotated[str | None, typer.Option(help="bf16 or fp16 (default fp32).")] = None,
     xla: Annotated[bool, typer.Option("--xla", help="Compile the step with XLA (GPU/TPU).")] = False,
     strategy: Annotated[str, typer.Option(help="tf.distribute: default, mirrored, tpu.")] = "default",

@@ -408,8 +408,7 @@ def _schedule_line(settings: DemoSettings, training: dict[str, Any]) -> str:
             f"{recipe['dropout']:g}; initial weights drawn with stddev "
             f"{recipe.get('initializer_range', 0.02):g} (Google's 0.02), the position table started "
             f"{recipe.get('position_init', 'random')}; {_loss_words(recipe.get('nsp_weight', 1.0))}. "
-            "The demo's recipe is the best that "
-            "`bench/quality.py` measured.")
+            "The recipe and the others `bench/quality.py` measured are in bench/RESULTS.md (\"quality\").")
 
 
 def _counts_lines(counts: dict[str, Any]) -> str:
