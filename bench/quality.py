@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO / "src"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from danmaku.demo.recipe import BEFORE, DEFAULT, NODROP, ONE_LAYER, WIDE_SIN, DemoRecipe  # noqa: E402
+from danmaku.demo.recipe import BEFORE, DEFAULT, NODROP, ONE_LAYER, WIDE_SIN, ZERO_LAST, DemoRecipe  # noqa: E402
 
 CANDIDATES: dict[str, DemoRecipe] = {
     "before": BEFORE,
@@ -69,6 +69,10 @@ CANDIDATES: dict[str, DemoRecipe] = {
     "one-layer-nsp0": replace(ONE_LAYER, nsp_weight=0.0),
     "wide-sin-l3": replace(WIDE_SIN, layers=3),
     "wide-sin-l4": replace(WIDE_SIN, layers=4),
+    "zero-last": ZERO_LAST,
+    "zero-all": replace(WIDE_SIN, zero_init_layers=2),
+    "zero-last-l3": replace(ZERO_LAST, layers=3),
+    "zero-last-warm400": replace(ZERO_LAST, warmup_steps=400),
 }
 STEP_CAP = 100_000  # fitted runs: the budget decides
 

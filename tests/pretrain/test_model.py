@@ -23,8 +23,10 @@ from transformers import BertConfig as HFConfig
 from transformers import BertForPreTraining
 
 from danmaku.pretrain.checkpoints import (
+    assign_google_weights,
     google_shapes,
     google_weights,
+    hf_state_dict,
     newest_checkpoint,
     write_google_checkpoint,
 )
@@ -315,3 +317,36 @@ def test_sinusoidal_position_start():
     assert abs(np.corrcoef(random[:-1].ravel(), random[1:].ravel())[0, 1]) < 0.1  # no neighbour structure
     with pytest.raises(ValueError, match="position_init must be one of random, sinusoidal"):
         BertPretrainer.from_bert_config(config, position_init="learned")
+
+
+def test_zero_init_layers_start_as_their_layer_norms(batch):
+    """``zero_init_layers=1``: the last layer's two residual-branch output kernels start at 0, so that
+    layer starts as LayerNorm of its input -- checked on HF's torch BERT loaded with the same weights
+    (its last hidden state against ``layer_norm`` of the one before), and our model agrees with it."""
+    config = BertConfig(**(CONFIG.to_dict() | {"initializer_range": 0.1}))
+    weights = google_weights(BertPretrainer.from_bert_config(config, zero_init_layers=1))
+    for kernel in ("attention/output/dense/kernel", "output/dense/kernel"):
+        assert not np.asarray(weights[f"bert/encoder/layer_{L - 1}/{kernel}"]).any()
+        assert np.asarray(weights[f"bert/encoder/layer_0/{kernel}"]).std() > 0.05
+    hf = BertForPreTraining(HFConfig(
+        vocab_size=V, hidden_size=H, num_hidden_layers=L, num_attention_heads=A, intermediate_size=FF,
+        max_position_embeddings=P, hidden_act="gelu_new", layer_norm_eps=1e-12)).eval()
+    missing, unexpected = hf.load_state_dict(
+        {k: torch.tensor(v) for k, v in hf_state_dict(weights).items()}, strict=False)
+    assert not unexpected and all("decoder" in k for k in missing)  # the tied decoder
+    with torch.no_grad():
+        hidden = hf.bert(input_ids=torch.tensor(batch["input_ids"], dtype=torch.long),
+                         token_type_ids=torch.tensor(batch["segment_ids"], dtype=torch.long),
+                         attention_mask=torch.tensor(batch["input_mask"], dtype=torch.long),
+                         output_hidden_states=True).hidden_states
+    as_layer_norm = torch.nn.functional.layer_norm(hidden[-2], (H,), eps=1e-12)
+    np.testing.assert_allclose(hidden[-1].numpy(), as_layer_norm.numpy(), atol=1e-5)
+    first = torch.nn.functional.layer_norm(hidden[0], (H,), eps=1e-12)
+    assert (hidden[1] - first).abs().mean() > 0.1  # the first layer is not near the identity
+    model = BertPretrainer.from_bert_config(config)
+    assign_google_weights(model, weights)
+    ours = model({"token_ids": batch["input_ids"], "segment_ids": batch["segment_ids"],
+                  "padding_mask": batch["input_mask"], "mask_positions": batch["masked_lm_positions"]})
+    np.testing.assert_allclose(np.asarray(ours["sequence_output"]), hidden[-1].numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match="zero_init_layers must be between 0 and the 2 encoder layers"):
+        BertPretrainer.from_bert_config(config, zero_init_layers=3)

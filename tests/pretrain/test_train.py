@@ -284,8 +284,8 @@ def test_tiny_model_learns_and_the_commands_chain(instances, tmp_path):
 
 
 def test_demo_recipe_options_reach_the_run(instances, tmp_path):
-    """--initializer-range, --position-init and --nsp-weight (the demo's recipe) are recorded and used;
-    bad values say so."""
+    """--initializer-range, --position-init, --nsp-weight and --zero-init-layers (the demo's recipe) are
+    recorded and used; bad values say so."""
     runner = CliRunner()
     config = tmp_path / "bert_config.json"
     BertConfig(vocab_size=21128, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -298,14 +298,18 @@ def test_demo_recipe_options_reach_the_run(instances, tmp_path):
     assert result.exit_code != 0 and _says(result, "--initializer-range must be positive, got 0")
     result = runner.invoke(app, [*common, "--out", str(tmp_path / "bad"), "--nsp-weight", "-1"])
     assert result.exit_code == 1 and _says(result, "--nsp-weight must be >= 0, got -1")
+    result = runner.invoke(app, [*common, "--out", str(tmp_path / "bad"), "--zero-init-layers", "2"])
+    assert result.exit_code == 1 and _says(result, "--zero-init-layers 2 is more than the model's 1 encoder")
+    assert not (tmp_path / "bad").exists()
     run = tmp_path / "run"
     result = runner.invoke(app, [*common, "--out", str(run), "--position-init", "sinusoidal",
                                  "--initializer-range", "0.1", "--learning-rate", "1e-9",
-                                 "--nsp-weight", "0"])
+                                 "--nsp-weight", "0", "--zero-init-layers", "1"])
     assert result.exit_code == 0, result.output
     manifest = json.loads((run / "run.json").read_text())
     assert manifest["settings"]["position_init"] == "sinusoidal"
     assert manifest["settings"]["nsp_weight"] == 0
+    assert manifest["settings"]["zero_init_layers"] == 1
     assert manifest["bert_config"]["initializer_range"] == 0.1
     weights = google_weights(load_bert(run).pretrainer)  # one step at lr 1e-9: still the start
     table = np.asarray(weights["bert/embeddings/position_embeddings"])
@@ -313,6 +317,8 @@ def test_demo_recipe_options_reach_the_run(instances, tmp_path):
     assert np.corrcoef(table[:-1].ravel(), table[1:].ravel())[0, 1] > 0.9  # neighbours alike
     word = np.asarray(weights["bert/embeddings/word_embeddings"])
     assert word.std() == pytest.approx(0.088, rel=0.03)  # truncated normal(0.1): 0.88 x 0.1
+    for kernel in ("attention/output/dense/kernel", "output/dense/kernel"):  # moved by ~lr from 0
+        assert 0 < np.abs(weights[f"bert/encoder/layer_0/{kernel}"]).max() < 1e-7
 
 
 def test_train_bad_inputs(instances, tmp_path):

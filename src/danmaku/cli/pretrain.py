@@ -153,6 +153,9 @@ def train(
         help="Fresh model: the learnt position table starts random (Google) or sinusoidal.")] = None,
     nsp_weight: Annotated[float | None, typer.Option(
         help="Weight of the next-sentence loss (Google: 1; 0: the masked LM alone, as RoBERTa).")] = None,
+    zero_init_layers: Annotated[int | None, typer.Option(
+        help="Fresh model: the last N encoder layers start with zero residual-branch outputs "
+             "(the demo: 1).")] = None,
     mixed_precision: Annotated[str | None, typer.Option(help="bf16 or fp16 (default fp32).")] = None,
     xla: Annotated[bool, typer.Option("--xla", help="Compile the step with XLA (GPU/TPU).")] = False,
     strategy: Annotated[str, typer.Option(help="tf.distribute: default, mirrored, tpu.")] = "default",
@@ -200,7 +203,8 @@ def train(
             settings = settings_for(recipe, batch_size=batch_size, micro_batch_size=micro_batch_size,
                                     steps=steps, learning_rate=learning_rate, warmup_steps=warmup_steps,
                                     optimizer=optimizer, seed=seed, fit_minutes=fit_minutes,
-                                    position_init=position_init, nsp_weight=nsp_weight)
+                                    position_init=position_init, nsp_weight=nsp_weight,
+                                    zero_init_layers=zero_init_layers)
         with progress_bar() as bar:
             task = bar.add_task("pretraining", total=None, detail="")
 

@@ -397,6 +397,13 @@ def _loss_words(nsp_weight: float) -> str:
     return f"the next-sentence loss weighted {nsp_weight:g} (Google's 1)"
 
 
+def _zero_words(layers: int) -> str:
+    if not layers:
+        return ""
+    which = "last layer's" if layers == 1 else f"last {layers} layers'"
+    return f", the {which} residual-branch outputs (attention output, feed-forward output) started at 0"
+
+
 def _schedule_line(settings: DemoSettings, training: dict[str, Any]) -> str:
     recipe, schedule = training["recipe"], training.get("schedule")
     fitted = (f"The learning-rate schedule was fitted to the {settings.minutes:g}-minute budget: "
@@ -407,7 +414,8 @@ def _schedule_line(settings: DemoSettings, training: dict[str, Any]) -> str:
             f"and AdamWeightDecay, beta_2 {recipe['beta_2']:g}, epsilon {recipe['epsilon']:g}); dropout "
             f"{recipe['dropout']:g}; initial weights drawn with stddev "
             f"{recipe.get('initializer_range', 0.02):g} (Google's 0.02), the position table started "
-            f"{recipe.get('position_init', 'random')}; {_loss_words(recipe.get('nsp_weight', 1.0))}. "
+            f"{recipe.get('position_init', 'random')}{_zero_words(recipe.get('zero_init_layers', 0))}; "
+            f"{_loss_words(recipe.get('nsp_weight', 1.0))}. "
             "The recipe and the others `bench/quality.py` measured are in bench/RESULTS.md (\"quality\").")
 
 

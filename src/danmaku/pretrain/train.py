@@ -78,6 +78,7 @@ class TrainSettings:
     fit_minutes: float | None = None  # end the schedule at this much training time (``budget.py``)
     position_init: str = "random"  # or "sinusoidal" (``model.sinusoidal_positions``); a new run only
     nsp_weight: float = 1.0  # of the next-sentence loss in the training loss (Google: 1; 0: masked LM only)
+    zero_init_layers: int = 0  # last N layers: residual outputs start at 0 (``model.zero_residual_outputs``)
 
     @property
     def num_warmup_steps(self) -> int:
@@ -90,6 +91,8 @@ class TrainSettings:
             raise RunError(f"need 0 <= beta_2 < 1 and epsilon > 0, got {self.beta_2}, {self.epsilon}")
         if self.nsp_weight < 0:
             raise RunError(f"--nsp-weight must be >= 0, got {self.nsp_weight:g}")
+        if self.zero_init_layers < 0:
+            raise RunError(f"--zero-init-layers must be >= 0, got {self.zero_init_layers}")
         if self.position_init not in POSITION_INITS:
             raise RunError(f"--position-init must be one of {', '.join(POSITION_INITS)}, "
                            f"got {self.position_init!r}")
@@ -167,6 +170,11 @@ def init_run(run_dir: Path, *, instances_dir: Path, config: BertConfig, settings
     if instances.max_seq_length > config.max_position_embeddings:
         raise RunError(f"instances are {instances.max_seq_length} tokens long but the model has only "
                        f"{config.max_position_embeddings} positions")
+    if settings.zero_init_layers > config.num_hidden_layers:
+        raise RunError(f"--zero-init-layers {settings.zero_init_layers} is more than the model's "
+                       f"{config.num_hidden_layers} encoder layers")
+    if settings.zero_init_layers and init_checkpoint:
+        raise RunError("--zero-init-layers starts a fresh model; --init-checkpoint brings its own weights")
     run_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(vocab, run_dir / VOCAB)
     config.to_json_file(run_dir / GOOGLE_CONFIG)
@@ -270,7 +278,8 @@ class Trainer:
         policy = PRECISIONS[options.mixed_precision]
         with self.strategy.scope():
             self.model = BertPretrainer.from_bert_config(config, dtype=policy,
-                                                         position_init=settings.position_init)
+                                                         position_init=settings.position_init,
+                                                         zero_init_layers=settings.zero_init_layers)
             self.model(self._dummy_inputs(2), training=False)
             self.optimizer = self._optimizer()
             self.optimizer.build(self.model.trainable_variables)
