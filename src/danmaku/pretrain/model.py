@@ -120,7 +120,7 @@ def zero_residual_outputs(backbone: keras_hub.models.BertBackbone, layers: int) 
     if not 0 <= layers <= count:
         raise ValueError(f"zero_init_layers must be between 0 and the {count} encoder layers, got {layers}")
     for layer in backbone.transformer_layers[count - layers:]:
-        for dense in (layer._self_attention_layer._output_dense, layer._feedforward_output_dense):
+        for dense in (layer._self_attention_layer.output_dense, layer._feedforward_output_dense):
             dense.kernel.assign(keras.ops.zeros_like(dense.kernel))
 
 
