@@ -155,7 +155,7 @@ def train(
         help="Weight of the next-sentence loss (Google: 1; 0: the masked LM alone, as RoBERTa).")] = None,
     zero_init_layers: Annotated[int | None, typer.Option(
         help="Fresh model: the last N encoder layers start with zero residual-branch outputs "
-             "(the demo: 1).")] = None,
+             "(the demo: 0; bench/quality.py's zero-last: 1).")] = None,
     mixed_precision: Annotated[str | None, typer.Option(help="bf16 or fp16 (default fp32).")] = None,
     xla: Annotated[bool, typer.Option("--xla", help="Compile the step with XLA (GPU/TPU).")] = False,
     strategy: Annotated[str, typer.Option(help="tf.distribute: default, mirrored, tpu.")] = "default",
