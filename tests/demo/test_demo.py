@@ -130,14 +130,18 @@ def test_demo_without_data_is_a_clear_error(tmp_path: Path):
 def test_report_states_every_choice_of_the_recipe(tmp_path: Path):
     """The schedule line names each setting that differs from Google's, read from the run's recipe."""
     from danmaku.demo.pipeline import DemoSettings, _schedule_line
-    from danmaku.demo.recipe import DEFAULT, ZERO_LAST
+    from danmaku.demo.recipe import STABLE_DECAY, WIDE_SIN, ZERO_LAST
 
     settings = DemoSettings(data=tmp_path, out=tmp_path)
     schedule = {"steps": 3435, "steps_per_second": 3.82, "probe": [60, 160]}
-    default = _schedule_line(settings, {"recipe": DEFAULT.describe(), "schedule": schedule, "step": 3435})
+    default = _schedule_line(settings, {"recipe": WIDE_SIN.describe(), "schedule": schedule, "step": 3435})
+    held = _schedule_line(settings, {"recipe": STABLE_DECAY.describe(), "schedule": schedule, "step": 3435})
     zeroed = _schedule_line(settings, {"recipe": ZERO_LAST.describe(), "schedule": schedule, "step": 3435})
     assert "3.82 steps/s measured over steps 60-160 gave 3,435 steps" in default
     assert "stddev 0.1 (Google's 0.02), the position table started sinusoidal; Google's loss" in default
     assert "started at 0" not in default
+    assert "warm-up to 0.001, then linear decay to 0 (Google's schedule and AdamWeightDecay" in default
+    assert ("warm-up to 0.001, held there, then linear decay to 0 over the last 20% of the steps (Google's "
+            "decays over all of them; Google's AdamWeightDecay") in held
     assert ("the position table started sinusoidal, the last layer's residual-branch outputs (attention "
             "output, feed-forward output) started at 0; Google's loss") in zeroed

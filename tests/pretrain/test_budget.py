@@ -45,6 +45,24 @@ def test_fitted_schedule_is_googles_for_its_total():
     assert float(fitted(240)) == 0.0 and float(fitted(29)) == pytest.approx(1e-3 * 29 / 30)
 
 
+def test_stable_then_decay_schedule():
+    """decay_fraction f < 1: Google's warm-up, then the peak held until the last f of the steps, then
+    linear to 0 -- against the piecewise formula in numpy; the fitted schedule is the same function."""
+    steps = np.arange(0, 1100)
+    expected = np.where(steps < 100, 1e-3 * steps / 100,
+                        1e-3 * np.clip((1000 - steps) / 200, 0, 1))
+    ours = np.asarray(WarmupLinearDecay(1e-3, 1000, 100, decay_fraction=0.2)(steps))
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-9)  # float32 arithmetic
+    assert ours[800] == pytest.approx(1e-3) and ours[900] == pytest.approx(5e-4) and ours[1000] == 0
+    fitted = fitted_learning_rate(1e-3, 400, 100, 0.2)
+    fitted.set_total(1000)
+    np.testing.assert_array_equal(np.asarray(fitted(steps)), ours)
+    with pytest.raises(ValueError, match=r"decay_fraction must be in \(0, 1\], got 0"):
+        WarmupLinearDecay(1e-3, 1000, 100, decay_fraction=0)
+    with pytest.raises(RunError, match=r"--decay-fraction must be in \(0, 1\], got 1.5"):
+        TrainSettings(decay_fraction=1.5)
+
+
 def test_fit_steps_arithmetic(tmp_path: Path):
     assert fit_steps(2.0, 0.25, cap=10_000, probe=(20, 60)).steps == 480  # 120 s / 0.25 s
     assert fit_steps(2.0, 0.25, cap=300, probe=(20, 60)).steps == 300  # the cap binds

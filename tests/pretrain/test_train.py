@@ -304,12 +304,13 @@ def test_demo_recipe_options_reach_the_run(instances, tmp_path):
     run = tmp_path / "run"
     result = runner.invoke(app, [*common, "--out", str(run), "--position-init", "sinusoidal",
                                  "--initializer-range", "0.1", "--learning-rate", "1e-9",
-                                 "--nsp-weight", "0", "--zero-init-layers", "1"])
+                                 "--nsp-weight", "0", "--zero-init-layers", "1", "--decay-fraction", "0.25"])
     assert result.exit_code == 0, result.output
     manifest = json.loads((run / "run.json").read_text())
     assert manifest["settings"]["position_init"] == "sinusoidal"
     assert manifest["settings"]["nsp_weight"] == 0
     assert manifest["settings"]["zero_init_layers"] == 1
+    assert manifest["settings"]["decay_fraction"] == 0.25
     assert manifest["bert_config"]["initializer_range"] == 0.1
     weights = google_weights(load_bert(run).pretrainer)  # one step at lr 1e-9: still the start
     table = np.asarray(weights["bert/embeddings/position_embeddings"])

@@ -153,6 +153,9 @@ def train(
         help="Fresh model: the learnt position table starts random (Google) or sinusoidal.")] = None,
     nsp_weight: Annotated[float | None, typer.Option(
         help="Weight of the next-sentence loss (Google: 1; 0: the masked LM alone, as RoBERTa).")] = None,
+    decay_fraction: Annotated[float | None, typer.Option(
+        help="Hold the peak rate after the warm-up and decay linearly to 0 over the last F of the steps "
+             "(Google: 1, the whole run).")] = None,
     zero_init_layers: Annotated[int | None, typer.Option(
         help="Fresh model: the last N encoder layers start with zero residual-branch outputs "
              "(the demo: 0; bench/quality.py's zero-last: 1).")] = None,
@@ -204,7 +207,7 @@ def train(
                                     steps=steps, learning_rate=learning_rate, warmup_steps=warmup_steps,
                                     optimizer=optimizer, seed=seed, fit_minutes=fit_minutes,
                                     position_init=position_init, nsp_weight=nsp_weight,
-                                    zero_init_layers=zero_init_layers)
+                                    zero_init_layers=zero_init_layers, decay_fraction=decay_fraction)
         with progress_bar() as bar:
             task = bar.add_task("pretraining", total=None, detail="")
 

@@ -410,8 +410,12 @@ def _schedule_line(settings: DemoSettings, training: dict[str, Any]) -> str:
               f"{schedule['steps_per_second']:.2f} steps/s measured over steps {schedule['probe'][0]}-"
               f"{schedule['probe'][1]} gave {schedule['steps']:,} steps; " if schedule else
               f"The learning-rate schedule spans {training['step']:,} steps: ")
-    return (fitted + f"warm-up to {recipe['learning_rate']:g}, then linear decay to 0 (Google's schedule "
-            f"and AdamWeightDecay, beta_2 {recipe['beta_2']:g}, epsilon {recipe['epsilon']:g}); dropout "
+    decay = recipe.get("decay_fraction", 1.0)
+    shape = ("then linear decay to 0 (Google's schedule and" if decay == 1.0 else
+             f"held there, then linear decay to 0 over the last {decay:.0%} of the steps (Google's decays "
+             "over all of them; Google's")
+    return (fitted + f"warm-up to {recipe['learning_rate']:g}, {shape} "
+            f"AdamWeightDecay, beta_2 {recipe['beta_2']:g}, epsilon {recipe['epsilon']:g}); dropout "
             f"{recipe['dropout']:g}; initial weights drawn with stddev "
             f"{recipe.get('initializer_range', 0.02):g} (Google's 0.02), the position table started "
             f"{recipe.get('position_init', 'random')}{_zero_words(recipe.get('zero_init_layers', 0))}; "

@@ -40,6 +40,7 @@ class DemoRecipe:
     position_init: str = "random"  # or "sinusoidal" (``pretrain.model.sinusoidal_positions``)
     nsp_weight: float = 1.0  # of the next-sentence loss (Google's 1; 0: the masked LM alone)
     zero_init_layers: int = 0  # the last N layers' residual outputs start at 0 (``zero_residual_outputs``)
+    decay_fraction: float = 1.0  # the rate decays over the last fraction of the steps (Google's 1: all)
     fit: bool = True
 
     def model_config(self) -> BertConfig:
@@ -54,7 +55,7 @@ class DemoRecipe:
                              warmup_steps=min(self.warmup_steps, max(steps // 10, 1)), beta_2=self.beta_2,
                              epsilon=self.epsilon, fit_minutes=minutes if self.fit else None,
                              position_init=self.position_init, nsp_weight=self.nsp_weight,
-                             zero_init_layers=self.zero_init_layers)
+                             zero_init_layers=self.zero_init_layers, decay_fraction=self.decay_fraction)
 
     def describe(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,4 +101,6 @@ ONE_LAYER = replace(WIDE_SIN, layers=1)
 # phrases are look-alike strings, what the study says the untuned model does. So the default
 # keeps both layers random; ``ZERO_LAST`` is the choice for the masked-LM row and the task.
 ZERO_LAST = replace(WIDE_SIN, zero_init_layers=1)
+# Hold the peak rate and decay over the last 20% of the steps only (warm-up, stable, decay).
+STABLE_DECAY = replace(WIDE_SIN, decay_fraction=0.2)
 DEFAULT = WIDE_SIN

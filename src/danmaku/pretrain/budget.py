@@ -85,9 +85,10 @@ def save_schedule(run_dir: Path, schedule: FittedSchedule) -> Path:
     return path
 
 
-def fitted_learning_rate(init_lr: float, num_train_steps: int, num_warmup_steps: int) -> Any:
+def fitted_learning_rate(init_lr: float, num_train_steps: int, num_warmup_steps: int,
+                         decay_fraction: float = 1.0) -> Any:
     """A ``FittedWarmupLinearDecay`` (imports Keras/TensorFlow only when called)."""
-    return _schedule_class()(init_lr, num_train_steps, num_warmup_steps)
+    return _schedule_class()(init_lr, num_train_steps, num_warmup_steps, decay_fraction)
 
 
 _CLASS: Any = None
@@ -105,8 +106,9 @@ def _schedule_class() -> Any:
     class FittedWarmupLinearDecay(WarmupLinearDecay):
         """Google's warm-up + linear decay; the end step is a variable (``set_total``)."""
 
-        def __init__(self, init_lr: float, num_train_steps: int, num_warmup_steps: int = 0) -> None:
-            super().__init__(init_lr, num_train_steps, num_warmup_steps)
+        def __init__(self, init_lr: float, num_train_steps: int, num_warmup_steps: int = 0,
+                     decay_fraction: float = 1.0) -> None:
+            super().__init__(init_lr, num_train_steps, num_warmup_steps, decay_fraction)
             self.total = tf.Variable(float(max(self.num_train_steps, 1)), trainable=False, dtype=tf.float32,
                                      name="dd_schedule_total")
 
@@ -115,13 +117,7 @@ def _schedule_class() -> Any:
             self.total.assign(float(max(steps, 1)))
 
         def __call__(self, step: Any) -> Any:
-            step = ops.cast(step, "float32")
-            total = ops.convert_to_tensor(self.total)
-            decayed = self.init_lr * (1.0 - ops.minimum(step, total) / total)
-            if not self.num_warmup_steps:
-                return decayed
-            warm = self.init_lr * step / float(self.num_warmup_steps)
-            return ops.where(step < float(self.num_warmup_steps), warm, decayed)
+            return self._rate(ops.cast(step, "float32"), ops.convert_to_tensor(self.total))
 
     _CLASS = FittedWarmupLinearDecay
     return _CLASS

@@ -11,7 +11,9 @@ Both clip by global norm 1.0 (``global_clipnorm``), as ``create_optimizer`` does
 ``WarmupLinearDecay`` is Google's learning rate: linear decay from
 ``init_lr`` to 0 at ``num_train_steps``, and during the first
 ``num_warmup_steps`` a linear warm-up ``init_lr * step / num_warmup_steps``
-(so step 0 trains with lr 0, exactly as Google's).
+(so step 0 trains with lr 0, exactly as Google's). ``decay_fraction`` f < 1
+holds the peak and decays linearly to 0 over the last f of the steps only
+(warm-up, stable, decay: Hägele et al. 2024, MiniCPM); f = 1 is Google's.
 """
 
 from __future__ import annotations
@@ -29,17 +31,24 @@ NO_DECAY = ("LayerNorm", "layer_norm", "bias")
 
 @keras.saving.register_keras_serializable(package="danmaku")
 class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Google's ``polynomial_decay(power=1, end=0)`` with linear warm-up."""
+    """Google's ``polynomial_decay(power=1, end=0)`` with linear warm-up (or its last-fraction variant)."""
 
-    def __init__(self, init_lr: float, num_train_steps: int, num_warmup_steps: int = 0) -> None:
+    def __init__(self, init_lr: float, num_train_steps: int, num_warmup_steps: int = 0,
+                 decay_fraction: float = 1.0) -> None:
+        if not 0 < decay_fraction <= 1:
+            raise ValueError(f"decay_fraction must be in (0, 1], got {decay_fraction:g}")
         self.init_lr = float(init_lr)
         self.num_train_steps = int(num_train_steps)
         self.num_warmup_steps = int(num_warmup_steps)
+        self.decay_fraction = float(decay_fraction)
 
     def __call__(self, step: Any) -> Any:
-        step = ops.cast(step, "float32")
-        total = float(max(self.num_train_steps, 1))
-        decayed = self.init_lr * (1.0 - ops.minimum(step, total) / total)
+        return self._rate(ops.cast(step, "float32"), float(max(self.num_train_steps, 1)))
+
+    def _rate(self, step: Any, total: Any) -> Any:
+        left = 1.0 - ops.minimum(step, total) / total  # Google's
+        decayed = self.init_lr * (left if self.decay_fraction == 1.0
+                                  else ops.minimum(1.0, left / self.decay_fraction))
         if not self.num_warmup_steps:
             return decayed
         warm = self.init_lr * step / float(self.num_warmup_steps)
@@ -47,7 +56,7 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     def get_config(self) -> dict[str, Any]:
         return {"init_lr": self.init_lr, "num_train_steps": self.num_train_steps,
-                "num_warmup_steps": self.num_warmup_steps}
+                "num_warmup_steps": self.num_warmup_steps, "decay_fraction": self.decay_fraction}
 
 
 def decayed_variables(model) -> list:

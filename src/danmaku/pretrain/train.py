@@ -79,6 +79,7 @@ class TrainSettings:
     position_init: str = "random"  # or "sinusoidal" (``model.sinusoidal_positions``); a new run only
     nsp_weight: float = 1.0  # of the next-sentence loss in the training loss (Google: 1; 0: masked LM only)
     zero_init_layers: int = 0  # last N layers: residual outputs start at 0 (``model.zero_residual_outputs``)
+    decay_fraction: float = 1.0  # the rate decays over the last fraction of the steps (Google: 1, all)
 
     @property
     def num_warmup_steps(self) -> int:
@@ -91,6 +92,8 @@ class TrainSettings:
             raise RunError(f"need 0 <= beta_2 < 1 and epsilon > 0, got {self.beta_2}, {self.epsilon}")
         if self.nsp_weight < 0:
             raise RunError(f"--nsp-weight must be >= 0, got {self.nsp_weight:g}")
+        if not 0 < self.decay_fraction <= 1:
+            raise RunError(f"--decay-fraction must be in (0, 1], got {self.decay_fraction:g}")
         if self.zero_init_layers < 0:
             raise RunError(f"--zero-init-layers must be >= 0, got {self.zero_init_layers}")
         if self.position_init not in POSITION_INITS:
@@ -308,7 +311,7 @@ class Trainer:
         if s.optimizer not in OPTIMIZERS:
             raise RunError(f"unknown optimizer {s.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
         make = fitted_learning_rate if s.fit_minutes else WarmupLinearDecay
-        self.schedule = make(s.learning_rate, s.steps, s.num_warmup_steps)
+        self.schedule = make(s.learning_rate, s.steps, s.num_warmup_steps, s.decay_fraction)
         optimizer = OPTIMIZERS[s.optimizer](
             self.schedule, weight_decay_rate=s.weight_decay, decay_variables=decayed_variables(self.model),
             global_clipnorm=None, beta_2=s.beta_2, epsilon=s.epsilon)
