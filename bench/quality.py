@@ -44,7 +44,16 @@ sys.path.insert(0, str(REPO / "src"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from danmaku.demo.recipe import BEFORE, DEFAULT, NODROP, ONE_LAYER, WIDE_SIN, ZERO_LAST, DemoRecipe  # noqa: E402
+from danmaku.demo.recipe import (  # noqa: E402
+    BEFORE,
+    DEFAULT,
+    NODROP,
+    ONE_LAYER,
+    STABLE_DECAY,
+    WIDE_SIN,
+    ZERO_LAST,
+    DemoRecipe,
+)
 
 CANDIDATES: dict[str, DemoRecipe] = {
     "before": BEFORE,
@@ -73,6 +82,9 @@ CANDIDATES: dict[str, DemoRecipe] = {
     "zero-all": replace(WIDE_SIN, zero_init_layers=2),
     "zero-last-l3": replace(ZERO_LAST, layers=3),
     "zero-last-warm400": replace(ZERO_LAST, warmup_steps=400),
+    "stable-decay": STABLE_DECAY,
+    "stable-decay-0.5": replace(WIDE_SIN, decay_fraction=0.5),
+    "stable-decay-zero-last": replace(STABLE_DECAY, zero_init_layers=1),
 }
 STEP_CAP = 100_000  # fitted runs: the budget decides
 
