@@ -76,6 +76,15 @@ def test_punctuation_newer_than_the_rust_tables_splits_as_google_does(pair, text
     assert fast.tokenize(text) == ref.tokenize(text)
 
 
+@pytest.mark.parametrize("text", ["0\U0002b820", "a\U0002b91fb", "\U0002b81f\U0002b820\U0002b920",
+                                  "阿\U0002b8aa夸"])
+def test_extension_e_ideographs_split_as_google_does(pair, text):
+    # Google isolates U+2B820-U+2CEAF; the Rust normalizer's table starts at U+2B920 (found by hypothesis).
+    fast, ref = pair
+    assert fast.tokenize(text) == ref.tokenize(text)
+    assert len(fast.tokenize(text)) == len(ref.tokenize(text)) >= 2
+
+
 def test_clean_deletes_only_what_google_deletes():
     assert google_clean("a\x00b\u200bc\ufffd") == "abc"
     assert google_clean("\ue000") != ""

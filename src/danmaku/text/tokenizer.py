@@ -15,9 +15,10 @@ algorithm in Rust, but disagree with Google on two points that real danmaku hit:
 * Unicode versions differ: a mark that Python's tables call Mn (stripped with
   the accents) may be something else to Rust's, and 104 characters that
   Python calls punctuation (Google splits there: ``0\u1b7d`` is ``0 [UNK]``)
-  are unassigned to the Rust pre-tokenizer's tables (one word, ``[UNK]``).
-  Those are found by asking the Rust pre-tokenizer itself, once per process,
-  and spaced apart before it sees them.
+  are unassigned to the Rust pre-tokenizer's tables (one word, ``[UNK]``);
+  and the Rust normalizer does not isolate 256 ideographs of Google's CJK
+  blocks (U+2B820-U+2B91F). Those are found by asking the Rust side itself,
+  once per process, and spaced apart before it sees them.
 
 (U+2028/9 look like a third, but Google's final ``str.split()`` splits there too.)
 We resolve the first ourselves before the Rust side sees the text (with
@@ -87,12 +88,24 @@ def _disputed_chars() -> re.Pattern[str]:
 
 @functools.cache
 def _punctuation_rust_misses() -> frozenset[str]:
-    """Punctuation to Google (Python's tables) that the Rust pre-tokenizer does not split on."""
+    """Characters Google splits on that the Rust side leaves inside a word.
+
+    Punctuation to Python's tables that the Rust pre-tokenizer does not split
+    on, and ideographs in Google's CJK blocks that the Rust normalizer does not
+    isolate (its table starts Extension E at U+2B920 where Google's starts at
+    U+2B820: ``0\U0002b820`` is ``0 [UNK]`` for Google, ``[UNK]`` for HF).
+    Spacing both apart is what Google does to them.
+    """
     split = pre_tokenizers.BertPreTokenizer()
+    isolate = normalizers.BertNormalizer(clean_text=False, handle_chinese_chars=True,
+                                         strip_accents=False, lowercase=False)
     missed = set()
     for cp in range(sys.maxunicode + 1):
         ch = chr(cp)
         if unicodedata.category(ch).startswith("P") and len(split.pre_tokenize_str(f"a{ch}a")) != 3:
+            missed.add(ch)
+        elif (is_chinese_char(cp) and not unicodedata.category(ch).startswith("C")
+              and isolate.normalize_str(ch) != f" {ch} "):
             missed.add(ch)
     return frozenset(missed)
 
@@ -108,7 +121,7 @@ def _resolver(word_stand_in: str, cjk_stand_in: str):
     def resolve(match: re.Match[str]) -> str:
         ch = match.group()
         if ch in missed:
-            return f" {ch} "  # Google splits at punctuation; the spaces make Rust split too
+            return f" {ch} "  # Google splits there (punctuation, CJK); the spaces make Rust split too
         # Google's _clean_text deletes NUL, U+FFFD and categories Cc/Cf; it keeps
         # Co/Cn/Cs (private use, unassigned, surrogates) as characters, isolating
         # those in its CJK blocks as words of their own.
