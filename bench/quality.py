@@ -50,6 +50,7 @@ from danmaku.demo.recipe import (  # noqa: E402
     NODROP,
     ONE_LAYER,
     STABLE_DECAY,
+    TRIMMED,
     WIDE_SIN,
     ZERO_LAST,
     DemoRecipe,
@@ -85,6 +86,8 @@ CANDIDATES: dict[str, DemoRecipe] = {
     "stable-decay": STABLE_DECAY,
     "stable-decay-0.5": replace(WIDE_SIN, decay_fraction=0.5),
     "stable-decay-zero-last": replace(STABLE_DECAY, zero_init_layers=1),
+    "trimmed": TRIMMED,
+    "trimmed-lr1.5e-3": replace(TRIMMED, learning_rate=1.5e-3),
 }
 STEP_CAP = 100_000  # fitted runs: the budget decides
 
@@ -139,9 +142,21 @@ def prepare_data(workdir: Path) -> dict:
 
     pipeline._stage(state, "import", "import", lambda: pipeline._import(settings, url), say)
     corpus = pipeline._stage(state, "corpus", "corpus", lambda: pipeline._export(settings, url), say)
+    corpus_dir = Path(corpus["dir"])
     instances = pipeline._stage(state, "instances", "instances",
-                                lambda: pipeline._instances(settings, Path(corpus["dir"])), say)
-    return {"corpus": corpus["dir"], "instances": instances["dir"]}
+                                lambda: pipeline._instances(settings, corpus_dir, settings.vocab), say)
+    trimmed = pipeline._stage(state, "vocab-trimmed", "trim the vocabulary",
+                              lambda: pipeline._vocab(settings, corpus_dir, True), say)
+    trimmed_instances = pipeline._stage(
+        state, "instances-trimmed", "instances (trimmed vocabulary)",
+        lambda: pipeline._instances(settings, corpus_dir, Path(trimmed["path"]), "instances-trimmed"), say)
+    return {"corpus": corpus["dir"], "instances": instances["dir"],
+            "instances_trimmed": trimmed_instances["dir"]}
+
+
+def instances_for(data: dict, recipe: DemoRecipe) -> str:
+    """The recipe's instance set: Google's vocabulary or the training file's part of it."""
+    return data["instances_trimmed"] if recipe.trim_vocab else data["instances"]
 
 
 # ---------------------------------------------------------------------------
@@ -151,10 +166,11 @@ def child_train(name: str, budget: str, instances: str, out: str, eval_batches: 
     """One run: ``budget`` is "M min" (fitted schedule) or "N steps" (the schedule spans N steps)."""
     from danmaku.pretrain.data import open_instances
     from danmaku.pretrain.evaluate import evaluate
-    from danmaku.pretrain.loading import load_bert
+    from danmaku.pretrain.loading import load_bert, vocab_size_of
     from danmaku.pretrain.train import RunOptions, train
 
     recipe = CANDIDATES[name]
+    config = recipe.model_config(vocab_size_of(Path(instances) / "vocab.txt"))
     amount, unit = budget.split()
     load_before = os.getloadavg()[0]
     times0, began = os.times(), time.monotonic()
@@ -168,7 +184,7 @@ def child_train(name: str, budget: str, instances: str, out: str, eval_batches: 
     else:
         minutes = float(amount)
         settings = recipe.train_settings(minutes, STEP_CAP if recipe.fit else 4000)
-    result = train(out, instances_dir=instances, config=recipe.model_config(), settings=settings,
+    result = train(out, instances_dir=instances, config=config, settings=settings,
                    options=RunOptions(max_minutes=None if recipe.fit else minutes, save_every=10**9,
                                       log_every=25))
     train_minutes = (time.monotonic() - began) / 60
@@ -182,7 +198,7 @@ def child_train(name: str, budget: str, instances: str, out: str, eval_batches: 
         "total_steps": result.total_steps, "sequences": result.sequences, "stopped": result.stopped,
         "seq_per_s": statistics.median(rates), "user_s": times1.user - times0.user,
         "sys_s": times1.system - times0.system, "eval": rows["eval"], "train": rows["train"],
-        "flops_per_seq": train_flops_per_sequence(recipe.model_config(), inst.max_seq_length,
+        "flops_per_seq": train_flops_per_sequence(config, inst.max_seq_length,
                                                   inst.max_predictions),
         "load": [load_before, os.getloadavg()[0]],
     }
@@ -208,17 +224,18 @@ def _run_child(*args: str) -> dict:
 
 
 # ---------------------------------------------------------------------------
-def table(reference: dict | None, runs: list[dict], peak: float) -> str:
+def table(references: list[dict], runs: list[dict], peak: float) -> str:
     lines = [
         "| recipe | budget | trained min | steps | sequences | eval masked_lm_accuracy "
         "| eval masked_lm_loss | train masked_lm_accuracy | seq/s | kernel CPU | % of peak FLOP/s "
         "| load avg |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    if reference:
+    for reference in references:
         ref_eval, ref_train = reference["rows"]["eval"], reference["rows"]["train"]
+        vocab = "trimmed" if reference["instances"].rstrip("/").endswith("-trimmed") else "Google's"
         lines.append(
-            f"| bigram count reference (built in {reference['seconds']:.0f} s) |  "
+            f"| bigram count reference, {vocab} vocabulary (built in {reference['seconds']:.0f} s) |  "
             f"| {reference['seconds'] / 60:.1f} |  | {reference['counted']['lines']:,} lines counted "
             f"| {ref_eval['masked_lm_accuracy']:.4f} | {ref_eval['masked_lm_loss']:.4f} "
             f"| {ref_train['masked_lm_accuracy']:.4f} |  |  |  "
@@ -259,21 +276,25 @@ def main() -> None:
 
     data = prepare_data(args.workdir)
     peak, how = cpu_peak_flops()
-    reference = None
-    if not args.skip_reference:
-        reference = _run_child("reference", data["corpus"], data["instances"], str(args.eval_batches))
-        print(f"reference: {json.dumps(reference)}", file=sys.stderr)
+    references = []
+    if not args.skip_reference:  # one per instance set in use: the vocabulary changes the masks
+        for instances in dict.fromkeys(instances_for(data, CANDIDATES[name]) for name in args.recipes):
+            reference = _run_child("reference", data["corpus"], instances, str(args.eval_batches))
+            reference["instances"] = instances
+            print(f"reference: {json.dumps(reference)}", file=sys.stderr)
+            references.append(reference)
     budgets = [f"{n} steps" for n in args.steps] if args.steps else [f"{m:g} min" for m in args.minutes]
     runs = []
     for budget in budgets:
         for name in args.recipes:
             out = args.workdir / "runs" / f"{name}-{budget.replace(' ', '')}-{int(time.time())}"
-            run = _run_child("train", name, budget, data["instances"], str(out), str(args.eval_batches))
+            run = _run_child("train", name, budget, instances_for(data, CANDIDATES[name]), str(out),
+                             str(args.eval_batches))
             print(f"run: {json.dumps(run)}", file=sys.stderr)
             runs.append(run)
             with open(args.workdir / "runs.jsonl", "a") as log:
                 log.write(json.dumps(run) + "\n")
-    print(table(reference, runs, peak))
+    print(table(references, runs, peak))
     print(f"\nPeak: {how}. Eval: first {args.eval_batches} batches of 8 instances of each split.")
 
 

@@ -81,6 +81,15 @@ def test_demo_runs_end_to_end_and_resumes(small_data: Path, tmp_path: Path):
     assert not re.search(r"\d\.\d{5,}", result.output), result.output
     assert after["eval"]["masked_lm_loss"] < before["eval"]["masked_lm_loss"] - 1.0
 
+    # the model's vocabulary: Google's tokens that the training file uses, and the model is sized to it
+    vocab = state["vocab"]
+    kept = (out / "model" / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    config = json.loads((out / "model" / "bert_config.json").read_text())
+    assert vocab["trimmed"] and len(kept) == vocab["size"] == config["vocab_size"]
+    assert vocab["size"] < vocab["source_size"] == 21128
+    assert f"Its vocabulary is the {vocab['size']:,} tokens of Google's Chinese one (21,128)" in report
+    assert (out / "vocab.txt").read_bytes() == (out / "instances" / "vocab.txt").read_bytes()
+
     # the held-out file holds live broadcasts only, and none of them is in the training file
     corpus = Path(state["corpus"]["dir"])
     eval_docs = (corpus / "danmaku_text_pure.eval.txt").read_text().strip().split("\n\n")
@@ -105,8 +114,8 @@ def test_demo_runs_end_to_end_and_resumes(small_data: Path, tmp_path: Path):
     # a second run reuses every finished stage
     again = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert again.exit_code == 0, again.output
-    # import, corpus, reference, instances, train, evaluate, embed, downstream, report
-    assert len(re.findall(r"reused", again.output)) == 9
+    # import, corpus, vocab, instances, reference, train, evaluate, embed, downstream, report
+    assert len(re.findall(r"reused", again.output)) == 10
 
 
 def test_tensorflow_starts_quietly():
@@ -129,7 +138,7 @@ def test_demo_without_data_is_a_clear_error(tmp_path: Path):
 
 def test_report_states_every_choice_of_the_recipe(tmp_path: Path):
     """The schedule line names each setting that differs from Google's, read from the run's recipe."""
-    from danmaku.demo.pipeline import DemoSettings, _schedule_line
+    from danmaku.demo.pipeline import DemoSettings, _schedule_line, _vocab_line
     from danmaku.demo.recipe import STABLE_DECAY, WIDE_SIN, ZERO_LAST
 
     settings = DemoSettings(data=tmp_path, out=tmp_path)
@@ -145,3 +154,7 @@ def test_report_states_every_choice_of_the_recipe(tmp_path: Path):
             "decays over all of them; Google's AdamWeightDecay") in held
     assert ("the position table started sinusoidal, the last layer's residual-branch outputs (attention "
             "output, feed-forward output) started at 0; Google's loss") in zeroed
+    assert _vocab_line({"vocab_size": 21128}) == "Its vocabulary is Google's Chinese one (21,128 tokens)."
+    assert _vocab_line({}) == _vocab_line({"vocab_size": 21128})  # a run from before the choice
+    assert _vocab_line({"vocab_size": 11374}).startswith(
+        "Its vocabulary is the 11,374 tokens of Google's Chinese one (21,128) that the training file uses")

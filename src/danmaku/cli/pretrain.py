@@ -18,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from danmaku.artifacts import GOOGLE_CONFIG, RunManifest
+from danmaku.artifacts import GOOGLE_CONFIG, VOCAB, RunManifest
 from danmaku.cli.console import console, progress_bar
 
 pretrain_app = typer.Typer(
@@ -124,6 +124,40 @@ def prepare(
     console.print(f"written to {summary.out_dir}")
 
 
+@pretrain_app.command("vocab")
+def vocab_cmd(
+    corpus: Annotated[Path, typer.Argument(help="Corpus dir (its danmaku_text_pure.txt is counted).")],
+    vocab: Annotated[Path, typer.Option("--vocab", help="BERT vocab.txt to trim (Google's Chinese one).")],
+    out: Annotated[Path, typer.Option("--out", help="vocab.txt to write.")],
+    min_count: Annotated[int, typer.Option(
+        help="Keep tokens seen at least this often (1: the training file tokenises as before).")] = 1,
+    workers: Annotated[int, typer.Option(help="Worker processes (0: one per CPU).")] = 0,
+) -> None:
+    """Trim a vocabulary to the tokens a corpus's training file uses, for a model trained from scratch.
+
+    The masked-LM head scores every token at every masked position; a model that
+    starts from random weights never sees the tokens its corpus lacks. Give the
+    result to `prepare --vocab`. Not for --init-checkpoint runs (Google's weights
+    are indexed by the full vocabulary).
+
+    Example: danmaku pretrain vocab corpus/ --vocab chinese_L-12_H-768_A-12/vocab.txt --out vocab.txt
+    """
+    from danmaku.pretrain.vocab_trim import trim_vocab
+
+    with _user_errors():
+        if not vocab.is_file():
+            raise FileNotFoundError(f"vocabulary not found: {vocab}")
+        with progress_bar() as bar:
+            task = bar.add_task("counting tokens", total=None, detail="")
+            summary = trim_vocab(corpus, vocab, out, min_count=min_count, workers=workers or None,
+                                 progress=lambda lines: bar.update(task, completed=lines,
+                                                                   detail=f"{lines:,} lines"))
+    console.print(f"kept {summary.kept:,} of {summary.source_size:,} tokens "
+                  f"({summary.tokens:,} tokens in {summary.lines:,} lines counted, "
+                  f"min count {summary.min_count}); "
+                  f"written to {summary.path}")
+
+
 @pretrain_app.command()
 def train(
     out: Annotated[Path, typer.Option("--out", help="Run directory (created, or resumed if it exists).")],
@@ -193,7 +227,7 @@ def train(
         if not resuming:
             if instances is None:
                 raise typer.BadParameter("--instances is required for a new run")
-            config = _model_config(init_checkpoint, bert_config, preset)
+            config = _model_config(init_checkpoint, bert_config, preset, instances)
             if initializer_range is not None:
                 if initializer_range <= 0:
                     raise typer.BadParameter(
@@ -236,8 +270,11 @@ def train(
                   f"run dir {result.run_dir}")
 
 
-def _model_config(init_checkpoint: str | None, bert_config: Path | None, preset: str | None):
+def _model_config(init_checkpoint: str | None, bert_config: Path | None, preset: str | None,
+                  instances: Path | None = None):
+    """A preset takes its vocabulary size from the instances (a trimmed vocabulary: ``pretrain vocab``)."""
     from danmaku.pretrain.config import BertConfig
+    from danmaku.pretrain.loading import vocab_size_of
 
     if bert_config is not None:
         return BertConfig.from_json_file(bert_config)
@@ -248,6 +285,9 @@ def _model_config(init_checkpoint: str | None, bert_config: Path | None, preset:
             return BertConfig.from_json_file(beside)
         raise FileNotFoundError(f"no bert_config.json beside {init_checkpoint}; pass --bert-config")
     if preset:
+        vocab = None if instances is None else Path(instances) / VOCAB
+        if vocab is not None and vocab.is_file():
+            return BertConfig.preset(preset, vocab_size_of(vocab))
         return BertConfig.preset(preset)
     raise typer.BadParameter("give --preset, --bert-config or --init-checkpoint")
 

@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from danmaku.artifacts import VOCAB
+
 NEIGHBOUR_QUERIES = ("阿夸", "晚安", "委员长", "夏色祭")
 
 
@@ -139,8 +141,12 @@ def run_demo(settings: DemoSettings, *, on_stage: StageCallback = _ignore,
                       lambda: _import(settings, store_url), on_stage)
     corpus = _stage(state, "corpus", "export the corpus (eval file = live broadcasts)",
                     lambda: _export(settings, store_url), on_stage)
+    from danmaku.demo.recipe import DEFAULT
+
+    vocab = _stage(state, "vocab", "choose the vocabulary (the training file's tokens)",
+                   lambda: _vocab(settings, Path(corpus["dir"]), DEFAULT.trim_vocab), on_stage)
     instances = _stage(state, "instances", "make pretraining instances",
-                       lambda: _instances(settings, Path(corpus["dir"])), on_stage)
+                       lambda: _instances(settings, Path(corpus["dir"]), Path(vocab["path"])), on_stage)
     reference = _stage(state, "reference", "count the bigram reference (training file)",
                        lambda: _reference(settings, Path(corpus["dir"]), Path(instances["dir"])), on_stage)
     training = _stage(state, "train", f"train the BERT ({settings.minutes:g} min budget)",
@@ -198,12 +204,25 @@ def _export(settings: DemoSettings, store_url: str) -> dict[str, Any]:
             "manifest": result.manifest}
 
 
-def _instances(settings: DemoSettings, corpus_dir: Path) -> dict[str, Any]:
+def _vocab(settings: DemoSettings, corpus_dir: Path, trim: bool) -> dict[str, Any]:
+    """Google's vocabulary, or (``trim``) the part of it that the training file uses."""
+    from danmaku.text.tokenizer import load_vocab
+
+    source = len(load_vocab(settings.vocab))
+    if not trim:
+        return {"path": str(settings.vocab), "trimmed": False, "size": source, "source_size": source}
+    from danmaku.pretrain.vocab_trim import trim_vocab
+
+    summary = trim_vocab(corpus_dir, settings.vocab, settings.out / VOCAB)
+    return {"path": str(summary.path), "trimmed": True, "size": summary.kept, "source_size": source}
+
+
+def _instances(settings: DemoSettings, corpus_dir: Path, vocab: Path, name: str = "instances"
+               ) -> dict[str, Any]:
     from danmaku.pretrain.instances import InstanceOptions, prepare
 
-    out = settings.out / "instances"
-    summary = prepare(corpus_dir, settings.vocab, out,
-                      opts=InstanceOptions(dupe_factor=settings.dupe_factor))
+    out = settings.out / name
+    summary = prepare(corpus_dir, vocab, out, opts=InstanceOptions(dupe_factor=settings.dupe_factor))
     return {"dir": str(out), "splits": {split: asdict(stats) for split, stats in summary.splits.items()}}
 
 
@@ -224,12 +243,13 @@ def _train(settings: DemoSettings, instances_dir: Path, on_message: Callable[[st
     from danmaku.demo.recipe import DEFAULT
     from danmaku.pretrain.budget import load_schedule
     from danmaku.pretrain.evaluate import evaluate
-    from danmaku.pretrain.loading import load_bert
+    from danmaku.pretrain.loading import load_bert, vocab_size_of
     from danmaku.pretrain.train import RunOptions, train
 
     run_dir = settings.out / "model"
     recipe = DEFAULT
-    config, train_settings = recipe.model_config(), recipe.train_settings(settings.minutes, settings.steps)
+    config = recipe.model_config(vocab_size_of(instances_dir / VOCAB))
+    train_settings = recipe.train_settings(settings.minutes, settings.steps)
     evals: list[dict[str, Any]] = []
     history: list[dict[str, float]] = []
     chunk = settings.minutes / max(settings.eval_points, 1)
@@ -251,6 +271,7 @@ def _train(settings: DemoSettings, instances_dir: Path, on_message: Callable[[st
     return {"run_dir": str(run_dir), "step": result.step, "sequences": result.sequences,
             "history": history, "evals": evals, "minutes": (time.monotonic() - began) / 60,
             "recipe": recipe.describe(), "batch_size": train_settings.batch_size,
+            "vocab_size": config.vocab_size,
             "shape": {"layers": config.num_hidden_layers, "hidden": config.hidden_size,
                       "heads": config.num_attention_heads, "intermediate": config.intermediate_size},
             "schedule": None if schedule is None else {
@@ -320,6 +341,7 @@ A BERT of {_shape_words(training)} trained from scratch for {training['step']:,}
 {training['batch_size']} sequences ({training['sequences']:,} sequences of up to 128 tokens) in
 {training['minutes']:.1f} min on this machine's CPU (training, plus the pauses for the curves' evals).
 {_schedule_line(settings, training)}
+{_vocab_line(training)}
 "Before" is its initial (random) weights; the eval instances come from live broadcasts that the
 training file does not contain. The reference rows are a bigram count model of the training file
 ({reference['counted']['tokens']:,} tokens; a masked token predicted from its visible left and right
@@ -421,6 +443,17 @@ def _schedule_line(settings: DemoSettings, training: dict[str, Any]) -> str:
             f"{recipe.get('position_init', 'random')}{_zero_words(recipe.get('zero_init_layers', 0))}; "
             f"{_loss_words(recipe.get('nsp_weight', 1.0))}. "
             "The recipe and the others `bench/quality.py` measured are in bench/RESULTS.md (\"quality\").")
+
+
+def _vocab_line(training: dict[str, Any]) -> str:
+    from danmaku.pretrain.config import CHINESE_VOCAB_SIZE
+
+    size = training.get("vocab_size", CHINESE_VOCAB_SIZE)
+    if size >= CHINESE_VOCAB_SIZE:
+        return f"Its vocabulary is Google's Chinese one ({size:,} tokens)."
+    return (f"Its vocabulary is the {size:,} tokens of Google's Chinese one ({CHINESE_VOCAB_SIZE:,}) "
+            "that the training file uses (`danmaku pretrain vocab`): a model trained from scratch never "
+            "sees the others, and not scoring them at every masked position makes each step cheaper.")
 
 
 def _counts_lines(counts: dict[str, Any]) -> str:

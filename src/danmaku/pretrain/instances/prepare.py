@@ -73,7 +73,7 @@ def corpus_source(corpus: Path, files: dict[str, Path]) -> dict[str, Any]:
     return source
 
 
-def _shards(path: Path, shard_bytes: int) -> Iterator[list[list[str]]]:
+def document_shards(path: Path, shard_bytes: int) -> Iterator[list[list[str]]]:
     """Whole documents of ``path`` in groups of about ``shard_bytes`` of text."""
     shard: list[list[str]] = []
     size = 0
@@ -192,7 +192,7 @@ def _prepare_sharded(path: Path, split: str, split_index: int, out_dir: Path, op
                 if progress:
                     progress(split, done, stats)
 
-        for index, docs in enumerate(_shards(path, shard_bytes)):
+        for index, docs in enumerate(document_shards(path, shard_bytes)):
             out = out_dir / f"{split}-{index:05d}.tfrecord"
             meta = Path(str(out) + ".json")
             finished = out.is_file() and meta.is_file()  # by an earlier run

@@ -1,0 +1,128 @@
+"""A from-scratch model's vocabulary: the tokens of Google's vocabulary that its training file uses.
+
+Why: the masked-LM head scores every vocabulary token at every masked position
+and its gradient reaches every row of the (tied) token table, so on the demo's
+two-layer model it is about half of a training step. The shared sample's
+training file uses 11,369 of the 21,128 tokens of Google's Chinese vocabulary
+(the rest: other scripts, rare characters, ``[unused]`` slots); a model trained
+from scratch can never learn a token it never sees, so scoring the others
+only teaches it that they do not occur. Keeping the used ones (vocabulary
+trimming, as Abdaoui et al. 2020 did for multilingual BERT) leaves the
+tokenisation of the training file unchanged -- WordPiece's greedy longest
+match over a subset that holds every piece it chose finds the same pieces --
+so the instances hold the same tokens with other ids, and the model is still
+a standard BERT whose ``vocab.txt`` says which tokens it knows (text outside
+it becomes ``[UNK]``, as it would for any BERT). Measured in bench/RESULTS.md
+("quality").
+
+Not for a model that starts from Google's weights: its rows are indexed by the
+full vocabulary (``danmaku pretrain train --init-checkpoint`` checks that the
+vocabularies match).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from danmaku.pretrain.instances.documents import tokenize_documents
+from danmaku.pretrain.instances.prepare import corpus_files, document_shards
+from danmaku.pretrain.instances.shards import tokenizer_for
+from danmaku.pretrain.tokenizer_files import SPECIAL_TOKENS as HF_SPECIAL_TOKENS
+from danmaku.processes import die_with_parent
+from danmaku.text.tokenizer import load_vocab
+
+# Kept whether the corpus uses them or not: the tokens BERT's inputs and heads are built from.
+SPECIAL_TOKENS = tuple(HF_SPECIAL_TOKENS.values())
+
+_COUNT_CACHES: dict[str, dict[str, np.ndarray]] = {}  # per worker and vocabulary
+
+
+@dataclass(frozen=True)
+class TrimSummary:
+    """What ``trim_vocab`` kept: ``kept`` of ``source_size`` tokens, seen ``tokens`` times in ``lines``."""
+
+    path: Path
+    source_size: int
+    kept: int
+    tokens: int
+    lines: int
+    min_count: int
+
+
+def _count_shard(docs: list[list[str]], vocab_path: str) -> tuple[np.ndarray, int]:
+    tok = tokenizer_for(vocab_path)
+    encoded = tokenize_documents(docs, tok, _COUNT_CACHES.setdefault(vocab_path, {}))
+    return np.bincount(encoded.ids, minlength=len(tok.vocab)), encoded.lines
+
+
+def count_tokens(text_file: Path, vocab_path: Path, *, workers: int | None = None,
+                 shard_bytes: int = 4 << 20, progress: Callable[[int], None] | None = None
+                 ) -> tuple[np.ndarray, int]:
+    """How often each token of ``vocab_path`` occurs in ``text_file`` (Google's tokenizer), and its lines.
+
+    The file is read as ``pretrain prepare`` reads it (documents, shards of
+    ``shard_bytes``), each shard tokenised in a worker; memory stays flat.
+    ``progress(lines_so_far)`` after each shard.
+    """
+    workers = workers or os.cpu_count() or 1
+    size = len(load_vocab(vocab_path))
+    counts = np.zeros(size, np.int64)
+    lines = 0
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                             initializer=die_with_parent) as pool:
+        pending: set[Future[tuple[np.ndarray, int]]] = set()
+
+        def collect() -> None:
+            nonlocal pending, counts, lines
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                shard_counts, shard_lines = fut.result()
+                counts += shard_counts
+                lines += shard_lines
+                if progress:
+                    progress(lines)
+
+        for docs in document_shards(Path(text_file), shard_bytes):
+            while len(pending) >= 2 * workers:  # bounded read-ahead
+                collect()
+            pending.add(pool.submit(_count_shard, docs, str(vocab_path)))
+        while pending:
+            collect()
+    return counts, lines
+
+
+def trim_vocab(corpus: Path, vocab_path: Path, out_path: Path, *, min_count: int = 1,
+               workers: int | None = None, progress: Callable[[int], None] | None = None) -> TrimSummary:
+    """Write to ``out_path`` the tokens of ``vocab_path`` that the corpus's training file uses.
+
+    ``corpus``: a corpus directory (or its training file); only the training
+    file counts, so the held-out eval file cannot shape the vocabulary.
+    Tokens keep the source order (so ``[PAD]`` stays id 0); ``SPECIAL_TOKENS``
+    are always kept. ``min_count`` > 1 drops rarer tokens too (their text then
+    becomes ``[UNK]``); the default 1 keeps the training file's tokenisation.
+    Raises ``ValueError`` if the source vocabulary lacks a special token.
+    """
+    if min_count < 1:
+        raise ValueError(f"min_count must be at least 1, got {min_count}")
+    words = load_vocab(vocab_path)
+    missing = [tok for tok in SPECIAL_TOKENS if tok not in words]
+    if missing:
+        raise ValueError(f"{vocab_path} lacks {', '.join(missing)}: not a BERT vocabulary")
+    train_file = corpus_files(Path(corpus))["train"]
+    counts, lines = count_tokens(train_file, vocab_path, workers=workers, progress=progress)
+    specials = set(SPECIAL_TOKENS)
+    kept = [word for word, count in zip(words, counts.tolist(), strict=True)
+            if count >= min_count or word in specials]
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    tmp.write_text("".join(word + "\n" for word in kept), encoding="utf-8")
+    os.replace(tmp, out_path)
+    return TrimSummary(out_path, len(words), len(kept), int(counts.sum()), lines, min_count)
