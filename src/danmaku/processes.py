@@ -17,6 +17,14 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from multiprocessing import get_context
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 PR_SET_PDEATHSIG = 1
 POLL_SECONDS = 1.0
@@ -49,3 +57,25 @@ def die_with_parent() -> None:
                 os._exit(1)
 
     threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int) -> Iterator[R]:
+    """``fn`` over ``items``, results in order: in this process for ``workers`` 1, else in spawned workers.
+
+    At most ``2 * workers`` items are read ahead of the results handed back,
+    so memory stays flat however long ``items`` is (a corpus read as chunks);
+    the workers use ``die_with_parent``. ``fn`` must be picklable (a module
+    function or a ``functools.partial`` of one).
+    """
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                             initializer=die_with_parent) as pool:
+        pending: deque[Future[R]] = deque()
+        for item in items:
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+            pending.append(pool.submit(fn, item))
+        while pending:
+            yield pending.popleft().result()

@@ -45,12 +45,10 @@ weighted share of positions whose most probable token is the label,
 
 from __future__ import annotations
 
+import functools
 import os
-from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +57,7 @@ import scipy.sparse as sp
 
 from danmaku.artifacts import CORPUS_TRAIN_FILE
 from danmaku.pretrain.instances.documents import open_lines, read_documents, tokenize_documents
-from danmaku.processes import die_with_parent
+from danmaku.processes import ordered_map
 from danmaku.text.tokenizer import BertTokenizer
 
 SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")
@@ -157,19 +155,8 @@ def count_bigrams(train_file: str | Path, vocab_path: str | Path, *, workers: in
     chunks = _document_chunks(Path(train_file), chunk_lines)
     if workers is None:  # a spawned worker costs seconds of imports: tokenising 4 MB here is as quick
         workers = 1 if Path(train_file).stat().st_size < _IN_PROCESS_BYTES else os.cpu_count() or 1
-    if workers == 1:
-        for chunk in chunks:
-            add(_count_chunk(vocab_path, chunk))
-    else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                 initializer=die_with_parent) as pool:
-            pending: deque[Future] = deque()
-            for chunk in chunks:
-                if len(pending) >= 2 * workers:  # bounded read-ahead: flat memory
-                    add(pending.popleft().result())
-                pending.append(pool.submit(_count_chunk, vocab_path, chunk))
-            while pending:
-                add(pending.popleft().result())
+    for part in ordered_map(functools.partial(_count_chunk, vocab_path), chunks, workers=workers):
+        add(part)
     return BigramCounts(vocab, unigrams, bigrams.tocsr(), special, lines, documents)
 
 

@@ -22,11 +22,10 @@ vocabularies match).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,7 @@ from danmaku.pretrain.instances.documents import tokenize_documents
 from danmaku.pretrain.instances.prepare import corpus_files, document_shards
 from danmaku.pretrain.instances.shards import tokenizer_for
 from danmaku.pretrain.tokenizer_files import SPECIAL_TOKENS as HF_SPECIAL_TOKENS
-from danmaku.processes import die_with_parent
+from danmaku.processes import ordered_map
 from danmaku.text.tokenizer import load_vocab
 
 # Kept whether the corpus uses them or not: the tokens BERT's inputs and heads are built from.
@@ -56,7 +55,7 @@ class TrimSummary:
     min_count: int
 
 
-def _count_shard(docs: list[list[str]], vocab_path: str) -> tuple[np.ndarray, int]:
+def _count_shard(vocab_path: str, docs: list[list[str]]) -> tuple[np.ndarray, int]:
     tok = tokenizer_for(vocab_path)
     encoded = tokenize_documents(docs, tok, _COUNT_CACHES.setdefault(vocab_path, {}))
     return np.bincount(encoded.ids, minlength=len(tok.vocab)), encoded.lines
@@ -67,34 +66,23 @@ def count_tokens(text_file: Path, vocab_path: Path, *, workers: int | None = Non
                  ) -> tuple[np.ndarray, int]:
     """How often each token of ``vocab_path`` occurs in ``text_file`` (Google's tokenizer), and its lines.
 
-    The file is read as ``pretrain prepare`` reads it (documents, shards of
-    ``shard_bytes``), each shard tokenised in a worker; memory stays flat.
-    ``progress(lines_so_far)`` after each shard.
+    The file is read as ``pretrain prepare`` reads it (whole documents, shards
+    of ``shard_bytes``), each shard tokenised in a worker process (default: one
+    per CPU, or this process for a file of one shard: a spawned worker costs
+    seconds of imports); memory stays flat. ``progress(lines_so_far)`` after each shard.
     """
-    workers = workers or os.cpu_count() or 1
-    size = len(load_vocab(vocab_path))
-    counts = np.zeros(size, np.int64)
+    text_file = Path(text_file)
+    if workers is None:
+        workers = 1 if text_file.stat().st_size < shard_bytes else os.cpu_count() or 1
+    counts = np.zeros(len(load_vocab(vocab_path)), np.int64)
     lines = 0
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                             initializer=die_with_parent) as pool:
-        pending: set[Future[tuple[np.ndarray, int]]] = set()
-
-        def collect() -> None:
-            nonlocal pending, counts, lines
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                shard_counts, shard_lines = fut.result()
-                counts += shard_counts
-                lines += shard_lines
-                if progress:
-                    progress(lines)
-
-        for docs in document_shards(Path(text_file), shard_bytes):
-            while len(pending) >= 2 * workers:  # bounded read-ahead
-                collect()
-            pending.add(pool.submit(_count_shard, docs, str(vocab_path)))
-        while pending:
-            collect()
+    count = functools.partial(_count_shard, str(vocab_path))
+    for shard_counts, shard_lines in ordered_map(count, document_shards(text_file, shard_bytes),
+                                                 workers=workers):
+        counts += shard_counts
+        lines += shard_lines
+        if progress:
+            progress(lines)
     return counts, lines
 
 
