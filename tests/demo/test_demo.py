@@ -147,6 +147,10 @@ def test_report_states_every_choice_of_the_recipe(tmp_path: Path):
     held = _schedule_line(settings, {"recipe": STABLE_DECAY.describe(), "schedule": schedule, "step": 3435})
     zeroed = _schedule_line(settings, {"recipe": ZERO_LAST.describe(), "schedule": schedule, "step": 3435})
     assert "3.82 steps/s measured over steps 60-160 gave 3,435 steps" in default
+    refitted = _schedule_line(settings, {"recipe": STABLE_DECAY.describe(), "step": 3900,
+                                         "schedule": {**schedule, "steps": 3900, "timed_steps": 3020}})
+    assert ("3.82 steps/s measured over 3,020 steps (from step 60 to the start of the decay, which the total "
+            "could move until then) gave 3,900 steps") in refitted
     assert "stddev 0.1 (Google's 0.02), the position table started sinusoidal; Google's loss" in default
     assert "started at 0" not in default
     assert "warm-up to 0.001, then linear decay to 0 (Google's schedule and AdamWeightDecay" in default

@@ -9,6 +9,9 @@ the decision; runs whose fitted total does not depend on the machine's speed
 from __future__ import annotations
 
 import json
+import re
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +25,7 @@ from danmaku.pretrain.budget import (
     fit_steps,
     fitted_learning_rate,
     load_schedule,
+    refit,
     save_schedule,
 )
 from danmaku.pretrain.config import BertConfig
@@ -71,6 +75,60 @@ def test_fit_steps_arithmetic(tmp_path: Path):
     save_schedule(tmp_path, decision)
     assert load_schedule(tmp_path) == decision
     assert load_schedule(tmp_path / "none") is None
+
+
+def test_refit_moves_the_total_only_before_the_decay(tmp_path: Path):
+    probe = fit_steps(10.0, 0.5, cap=10_000, probe=(60, 160))  # 600 s / 0.5 s
+    assert (probe.steps, probe.timed_steps, probe.timed_seconds, probe.frozen) == (1200, 100, 50.0, False)
+    # 200 more steps in 50 s: 300 steps in 100 s -> 600 s fit 1,800 steps; the decay (last 20%) not begun
+    faster = refit(probe, 360, 0.2, 200, 50.0)
+    assert (faster.steps, faster.timed_steps, faster.timed_seconds) == (1800, 300, 100.0)
+    assert not faster.frozen
+    assert faster.seconds_per_step == pytest.approx(1 / 3)
+    assert refit(probe, 360, 1.0, 200, 50.0) == probe  # Google's schedule: the probe's decision stays
+    short = replace(probe, steps=300)  # its decay began at step 240: frozen as it is
+    assert refit(short, 360, 0.2, 200, 50.0) == replace(short, frozen=True)
+    # at the decay's start the total freezes, and nothing moves it after
+    due = refit(faster, 1440, 0.2, 10, 100.0)
+    assert (due.steps, due.frozen, due.timed_steps) == (1800, True, 300)
+    assert refit(due, 1500, 0.2, 100, 1.0) == due
+    # the machine slowed down: the new total puts the decay's start behind this step, so it begins now
+    slower = refit(probe, 900, 0.2, 740, 1480.0)  # 2 s per step from here
+    assert slower.frozen and slower.steps == 1125 and slower.decay_start(0.2) == 900
+    # the cap and the probe's end still bind
+    assert refit(fit_steps(10.0, 0.5, cap=1300, probe=(60, 160)), 360, 0.2, 200, 50.0).steps == 1300
+    # the timings survive a resume; a file written before the refit existed reads as the probe's
+    save_schedule(tmp_path, faster)
+    assert load_schedule(tmp_path) == faster
+    old = {"steps": 67, "budget_minutes": 5.0, "seconds_per_step": 0.5, "probe": [20, 60], "cap": 500}
+    (tmp_path / SCHEDULE_FILE).write_text(json.dumps(old))
+    assert load_schedule(tmp_path) == FittedSchedule(67, 5.0, 0.5, (20, 60), 500, 40, 20.0, False)
+
+
+def test_a_held_peak_is_refitted_to_the_later_steps(instances: Path, tmp_path: Path):
+    """Steps after the probe are made slower: the decay must begin earlier than the probe fitted."""
+    notices: list[str] = []
+
+    def slow_after_probe(step: int, _row: dict) -> None:
+        if step > PROBE_TO:
+            time.sleep(0.05)
+
+    result = train(tmp_path / "run", instances_dir=instances, config=CONFIG,
+                   settings=_settings(steps=100_000, fit_minutes=0.5, decay_fraction=0.2),
+                   options=RunOptions(log_every=1, save_every=10**9), on_step=slow_after_probe,
+                   on_notice=notices.append)
+    probed = int(re.search(r"([\d,]+) steps fit 0.5 min", notices[0]).group(1).replace(",", ""))
+    assert "refitted to the speed of later steps" in notices[0]
+    decision = json.loads((tmp_path / "run" / SCHEDULE_FILE).read_text())
+    assert result.stopped == "done" and result.step == result.total_steps == decision["steps"] < probed
+    assert decision["frozen"] and decision["timed_steps"] > PROBE_TO - PROBE_FROM
+    began = next(n for n in notices if n.startswith("the decay begins at step"))
+    start = int(re.search(r"step ([\d,]+):", began).group(1).replace(",", ""))
+    assert start == pytest.approx(0.8 * result.total_steps, abs=1)
+    lr_at = {h["step"]: h["learning_rate"] for h in result.history}
+    held = [lr_at[s] for s in range(10, start - 1)]  # after the 5-step warm-up, to the decay's start
+    assert held == pytest.approx([1e-3] * len(held), rel=1e-6)
+    assert lr_at[result.step] == 0.0
 
 
 @pytest.fixture(scope="module")

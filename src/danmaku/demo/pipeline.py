@@ -276,7 +276,7 @@ def _train(settings: DemoSettings, instances_dir: Path, on_message: Callable[[st
                       "heads": config.num_attention_heads, "intermediate": config.intermediate_size},
             "schedule": None if schedule is None else {
                 "steps": schedule.steps, "steps_per_second": 1 / schedule.seconds_per_step,
-                "probe": list(schedule.probe)}}
+                "probe": list(schedule.probe), "timed_steps": schedule.timed_steps}}
 
 
 def _eval_point(bert: Any, instances_dir: Path, step: int, evaluate: Callable) -> dict[str, Any]:
@@ -428,10 +428,17 @@ def _zero_words(layers: int) -> str:
 
 def _schedule_line(settings: DemoSettings, training: dict[str, Any]) -> str:
     recipe, schedule = training["recipe"], training.get("schedule")
-    fitted = (f"The learning-rate schedule was fitted to the {settings.minutes:g}-minute budget: "
-              f"{schedule['steps_per_second']:.2f} steps/s measured over steps {schedule['probe'][0]}-"
-              f"{schedule['probe'][1]} gave {schedule['steps']:,} steps; " if schedule else
-              f"The learning-rate schedule spans {training['step']:,} steps: ")
+    if not schedule:
+        fitted = f"The learning-rate schedule spans {training['step']:,} steps: "
+    else:
+        first, last = schedule["probe"]
+        timed = schedule.get("timed_steps", last - first)
+        where = (f"steps {first}-{last}" if timed <= last - first else
+                 f"{timed:,} steps (from step {first} to the start of the decay, which the total could move "
+                 "until then)")
+        fitted = (f"The learning-rate schedule was fitted to the {settings.minutes:g}-minute budget: "
+                  f"{schedule['steps_per_second']:.2f} steps/s measured over {where} gave "
+                  f"{schedule['steps']:,} steps; ")
     decay = recipe.get("decay_fraction", 1.0)
     shape = ("then linear decay to 0 (Google's schedule and" if decay == 1.0 else
              f"held there, then linear decay to 0 over the last {decay:.0%} of the steps (Google's decays "

@@ -19,8 +19,12 @@ not by the clock: a resumed run (after a kill or a ``--max-minutes`` pause)
 reads the file and keeps the same total, so it follows the schedule the
 uninterrupted run would; a machine that slows down later finishes late
 rather than cutting the decay short. Only a run stopped before the probe
-ended probes again. The decay ends within a few seconds of the budget on a
-steady machine (tracing and the first steps are not in the measured rate).
+ended probes again. A schedule that holds its peak before the decay
+(``decay_fraction`` < 1) goes on timing its steps until the decay begins and
+moves the total to what they fit (``refit``): no rate already used changes,
+and the file keeps the timings, so a resumed run refits from all of them.
+The decay ends within a few seconds of the budget on a steady machine
+(tracing and the first steps are not in the measured rate).
 
 ``FittedWarmupLinearDecay`` is ``WarmupLinearDecay`` with the total in a
 variable, so the compiled step reads the decision without being traced again;
@@ -32,7 +36,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +50,24 @@ PROBE_FROM, PROBE_TO = 60, 160
 
 @dataclass(frozen=True)
 class FittedSchedule:
-    """The recorded decision: ``steps`` from ``seconds_per_step`` over steps ``probe``."""
+    """The recorded decision: ``steps`` from ``seconds_per_step`` over steps ``probe``.
+
+    ``timed_steps``/``timed_seconds``: every step timed so far (the probe, then
+    the stable phase of a ``decay_fraction`` < 1 schedule, over all runs of
+    it; ``refit``); ``frozen``: the decay has begun, the total no longer moves.
+    """
 
     steps: int
     budget_minutes: float
     seconds_per_step: float
     probe: tuple[int, int]
     cap: int
+    timed_steps: int = 0
+    timed_seconds: float = 0.0
+    frozen: bool = False
+
+    def decay_start(self, decay_fraction: float) -> float:
+        return self.steps * (1.0 - decay_fraction)
 
 
 def probe_window(start: int) -> tuple[int, int]:
@@ -65,7 +80,38 @@ def fit_steps(budget_minutes: float, seconds_per_step: float, cap: int, probe: t
     """How many steps fit the budget at the measured rate (at least the probe's own, at most ``cap``)."""
     fitted = math.floor(60.0 * budget_minutes / max(seconds_per_step, 1e-9))
     steps = max(min(cap, fitted), probe[1])
-    return FittedSchedule(steps, budget_minutes, seconds_per_step, probe, cap)
+    timed = probe[1] - probe[0]
+    return FittedSchedule(steps, budget_minutes, seconds_per_step, probe, cap, timed,
+                          seconds_per_step * timed)
+
+
+def refit(schedule: FittedSchedule, step: int, decay_fraction: float, steps: int, seconds: float
+          ) -> FittedSchedule:
+    """Add ``steps`` timed over ``seconds`` and, before the decay begins, fit the total to them.
+
+    Why: in a warm-up/stable/decay schedule (``decay_fraction`` < 1) the rate
+    is the peak from the warm-up's end to the decay's start whatever the total,
+    so the total may move until then without changing any rate already used.
+    The probe alone misjudged 2-core machines by 10-15% either way (a demo
+    fitted 2,939 steps that took 17.0 min of its 15; another 3,644 that took
+    14.3 with its pauses): their speed drifts over minutes. So the total is
+    ``fit_steps``' rule over every step timed so far, and freezes at the step
+    where the decay begins (at once, if the new total puts that step behind
+    ``step``). Google's schedule (``decay_fraction`` 1) is never refitted.
+    """
+    if schedule.frozen or decay_fraction >= 1.0:
+        return schedule
+    if step >= schedule.decay_start(decay_fraction):
+        return replace(schedule, frozen=True)
+    timed_steps, timed_seconds = schedule.timed_steps + steps, schedule.timed_seconds + seconds
+    per_step = timed_seconds / max(timed_steps, 1)
+    total = max(min(schedule.cap, math.floor(60.0 * schedule.budget_minutes / max(per_step, 1e-9))),
+                schedule.probe[1])
+    frozen = step >= total * (1.0 - decay_fraction)
+    if frozen:  # the measured speed says the decay is due: it begins now
+        total = min(schedule.cap, max(total, math.ceil(step / (1.0 - decay_fraction))))
+    return replace(schedule, steps=total, seconds_per_step=per_step, timed_steps=timed_steps,
+                   timed_seconds=timed_seconds, frozen=frozen)
 
 
 def load_schedule(run_dir: Path) -> FittedSchedule | None:
@@ -73,8 +119,12 @@ def load_schedule(run_dir: Path) -> FittedSchedule | None:
     if not path.is_file():
         return None
     data = json.loads(path.read_text(encoding="utf-8"))
+    probe = tuple(data["probe"])
+    timed = int(data.get("timed_steps", probe[1] - probe[0]))  # written before the refit: the probe's
     return FittedSchedule(int(data["steps"]), float(data["budget_minutes"]), float(data["seconds_per_step"]),
-                          tuple(data["probe"]), int(data["cap"]))
+                          probe, int(data["cap"]), timed,
+                          float(data.get("timed_seconds", float(data["seconds_per_step"]) * timed)),
+                          bool(data.get("frozen", False)))
 
 
 def save_schedule(run_dir: Path, schedule: FittedSchedule) -> Path:

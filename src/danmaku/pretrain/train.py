@@ -504,7 +504,14 @@ def train(run_dir: str | Path, *, instances_dir: str | Path | None = None, confi
     start = trainer.restore_or_init(init_checkpoint, on_notice)
     if start == 0 and not init_checkpoint:
         _save_initial(trainer, run_dir)
-    from danmaku.pretrain.budget import fit_steps, load_schedule, probe_window, save_schedule
+    from danmaku.pretrain.budget import (
+        PROBE_FROM,
+        fit_steps,
+        load_schedule,
+        probe_window,
+        refit,
+        save_schedule,
+    )
 
     total = settings.steps
     fitted = load_schedule(run_dir) if settings.fit_minutes else None
@@ -525,6 +532,10 @@ def train(run_dir: str | Path, *, instances_dir: str | Path | None = None, confi
     window = _Window()
     step = start
     probe_began = 0.0
+    # Refitting the total during the stable phase (``budget.refit``): steps timed from ``mark`` on;
+    # a resumed run starts timing past its tracing, as the probe does.
+    refitting = settings.decay_fraction < 1.0
+    mark: tuple[int, float] | None = None
     if on_begin:
         on_begin(start, total)
     with writer.as_default():
@@ -548,12 +559,36 @@ def train(run_dir: str | Path, *, instances_dir: str | Path | None = None, confi
                 total = result.total_steps = fitted.steps
                 trainer.set_total_steps(total)
                 probe = None
+                mark = (step, time.monotonic())
                 if on_begin:
                     on_begin(start, total)
                 if on_notice:
                     on_notice(f"{total:,} steps fit {settings.fit_minutes:g} min of training "
                               f"({1 / fitted.seconds_per_step:.2f} steps/s over steps "
-                              f"{fitted.probe[0]}-{fitted.probe[1]}); the learning rate decays to 0 there")
+                              f"{fitted.probe[0]}-{fitted.probe[1]}); the learning rate decays to 0 there"
+                              + ("; refitted to the speed of later steps until the decay begins"
+                                 if refitting else ""))
+            elif refitting and fitted is not None and not fitted.frozen:
+                if mark is None and step == start + PROBE_FROM:
+                    mark = (step, time.monotonic())
+                elif mark is not None and step % options.log_every == 0:
+                    now = time.monotonic()
+                    before, fitted = fitted, refit(fitted, step, settings.decay_fraction, step - mark[0],
+                                                   now - mark[1])
+                    mark = (step, now)
+                    if fitted.steps != before.steps:
+                        total = result.total_steps = fitted.steps
+                        trainer.set_total_steps(total)
+                        if on_begin:
+                            on_begin(start, total)
+                    if fitted.frozen:
+                        save_schedule(run_dir, fitted)
+                        if on_notice:
+                            begins = math.ceil(fitted.decay_start(settings.decay_fraction))
+                            on_notice(f"the decay begins at step {begins:,}: {total:,} steps fit "
+                                      f"{settings.fit_minutes:g} min of training "
+                                      f"({1 / fitted.seconds_per_step:.2f} steps/s over "
+                                      f"{fitted.timed_steps:,} timed steps)")
             window.add(sums)
             window_steps += 1
             if step % options.log_every == 0 or step == total:
@@ -570,6 +605,8 @@ def train(run_dir: str | Path, *, instances_dir: str | Path | None = None, confi
             out_of_time = budget is not None and time.monotonic() - began > 60 * budget
             if step % options.save_every == 0 or step == total or out_of_time:
                 trainer.save()
+                if fitted is not None and refitting:
+                    save_schedule(run_dir, fitted)  # the timings so far, for a resumed run's refit
             if out_of_time and step < total:
                 result.stopped = "time budget"
                 break
