@@ -88,6 +88,8 @@ CANDIDATES: dict[str, DemoRecipe] = {
     "stable-decay-zero-last": replace(STABLE_DECAY, zero_init_layers=1),
     "trimmed": TRIMMED,
     "trimmed-lr1.5e-3": replace(TRIMMED, learning_rate=1.5e-3),
+    "trimmed-lr7e-4": replace(TRIMMED, learning_rate=7e-4),
+    "trimmed-warm400": replace(TRIMMED, warmup_steps=400),
 }
 STEP_CAP = 100_000  # fitted runs: the budget decides
 
