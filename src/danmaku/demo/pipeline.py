@@ -206,15 +206,16 @@ def _export(settings: DemoSettings, store_url: str) -> dict[str, Any]:
 
 def _vocab(settings: DemoSettings, corpus_dir: Path, trim: bool) -> dict[str, Any]:
     """Google's vocabulary, or (``trim``) the part of it that the training file uses."""
-    from danmaku.text.tokenizer import load_vocab
-
-    source = len(load_vocab(settings.vocab))
     if not trim:
+        from danmaku.text.tokenizer import load_vocab
+
+        source = len(load_vocab(settings.vocab))
         return {"path": str(settings.vocab), "trimmed": False, "size": source, "source_size": source}
     from danmaku.pretrain.vocab_trim import trim_vocab
 
     summary = trim_vocab(corpus_dir, settings.vocab, settings.out / VOCAB)
-    return {"path": str(summary.path), "trimmed": True, "size": summary.kept, "source_size": source}
+    return {"path": str(summary.path), "trimmed": True, "size": summary.kept,
+            "source_size": summary.source_size}
 
 
 def _instances(settings: DemoSettings, corpus_dir: Path, vocab: Path, name: str = "instances"

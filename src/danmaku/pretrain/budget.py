@@ -105,8 +105,7 @@ def refit(schedule: FittedSchedule, step: int, decay_fraction: float, steps: int
         return replace(schedule, frozen=True)
     timed_steps, timed_seconds = schedule.timed_steps + steps, schedule.timed_seconds + seconds
     per_step = timed_seconds / max(timed_steps, 1)
-    total = max(min(schedule.cap, math.floor(60.0 * schedule.budget_minutes / max(per_step, 1e-9))),
-                schedule.probe[1])
+    total = fit_steps(schedule.budget_minutes, per_step, schedule.cap, schedule.probe).steps
     frozen = step >= total * (1.0 - decay_fraction)
     if frozen:  # the measured speed says the decay is due: it begins now
         total = min(schedule.cap, max(total, math.ceil(step / (1.0 - decay_fraction))))
