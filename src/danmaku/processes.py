@@ -28,6 +28,8 @@ R = TypeVar("R")
 
 PR_SET_PDEATHSIG = 1
 POLL_SECONDS = 1.0
+# A spawned worker costs seconds of imports; tokenising 4 MB of corpus in this process is as quick.
+IN_PROCESS_BYTES = 4 << 20
 
 
 def pid_alive(pid: int) -> bool:
@@ -57,6 +59,11 @@ def die_with_parent() -> None:
                 os._exit(1)
 
     threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
+def workers_for(input_bytes: int) -> int:
+    """Worker processes for reading ``input_bytes`` of corpus: this one alone below ``IN_PROCESS_BYTES``."""
+    return 1 if input_bytes < IN_PROCESS_BYTES else os.cpu_count() or 1
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int) -> Iterator[R]:

@@ -46,7 +46,6 @@ weighted share of positions whose most probable token is the label,
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,13 +55,17 @@ import numpy as np
 import scipy.sparse as sp
 
 from danmaku.artifacts import CORPUS_TRAIN_FILE
-from danmaku.pretrain.instances.documents import open_lines, read_documents, tokenize_documents
-from danmaku.processes import ordered_map
+from danmaku.pretrain.instances.documents import (
+    open_lines,
+    read_documents,
+    tokenize_in_process,
+    tokenizer_for,
+)
+from danmaku.processes import ordered_map, workers_for
 from danmaku.text.tokenizer import BertTokenizer
 
 SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")
 _CHUNK_LINES = 50_000  # lines tokenised and counted per pass (whole documents)
-_IN_PROCESS_BYTES = 4 << 20
 _SCORE_ROWS = 256  # masked positions scored per numpy pass (rows x vocab floats)
 
 
@@ -95,20 +98,13 @@ def _document_chunks(path: Path, chunk_lines: int) -> Iterator[list[list[str]]]:
         yield chunk
 
 
-_TOKENIZERS: dict[str, BertTokenizer] = {}
-_LINE_CACHES: dict[str, dict[str, np.ndarray]] = {}  # per process and vocabulary: danmaku repeat a lot
-
-
 _Part = tuple[np.ndarray, np.ndarray, np.ndarray, int, int]
 
 
 def _count_chunk(vocab_path: str, chunk: list[list[str]]) -> _Part:
     """One chunk of documents -> (unigram counts, bigram codes ``l * V + r``, their counts, lines, docs)."""
-    tok = _TOKENIZERS.get(vocab_path)
-    if tok is None:
-        tok = _TOKENIZERS[vocab_path] = BertTokenizer(vocab_path)
-    vocab = len(tok.vocab)
-    docs = tokenize_documents(chunk, tok, _LINE_CACHES.setdefault(vocab_path, {}))
+    vocab = len(tokenizer_for(vocab_path).vocab)
+    docs = tokenize_in_process(chunk, vocab_path)
     ids = docs.ids.astype(np.int64)
     unigrams = np.bincount(ids, minlength=vocab)
     codes = counts = np.zeros(0, np.int64)
@@ -153,8 +149,8 @@ def count_bigrams(train_file: str | Path, vocab_path: str | Path, *, workers: in
             progress(lines)
 
     chunks = _document_chunks(Path(train_file), chunk_lines)
-    if workers is None:  # a spawned worker costs seconds of imports: tokenising 4 MB here is as quick
-        workers = 1 if Path(train_file).stat().st_size < _IN_PROCESS_BYTES else os.cpu_count() or 1
+    if workers is None:
+        workers = workers_for(Path(train_file).stat().st_size)
     for part in ordered_map(functools.partial(_count_chunk, vocab_path), chunks, workers=workers):
         add(part)
     return BigramCounts(vocab, unigrams, bigrams.tocsr(), special, lines, documents)

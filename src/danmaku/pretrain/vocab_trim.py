@@ -30,18 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
-from danmaku.pretrain.instances.documents import tokenize_documents
+from danmaku.pretrain.instances.documents import tokenize_in_process, tokenizer_for
 from danmaku.pretrain.instances.prepare import corpus_files, document_shards
-from danmaku.pretrain.instances.shards import tokenizer_for
 from danmaku.pretrain.tokenizer_files import SPECIAL_TOKENS as HF_SPECIAL_TOKENS
-from danmaku.processes import ordered_map
+from danmaku.processes import ordered_map, workers_for
 from danmaku.text.tokenizer import load_vocab
 
 # Kept whether the corpus uses them or not: the tokens BERT's inputs and heads are built from.
 SPECIAL_TOKENS = tuple(HF_SPECIAL_TOKENS.values())
-
-_COUNT_CACHES: dict[str, dict[str, np.ndarray]] = {}  # per worker and vocabulary
-
 
 @dataclass(frozen=True)
 class TrimSummary:
@@ -56,9 +52,8 @@ class TrimSummary:
 
 
 def _count_shard(vocab_path: str, docs: list[list[str]]) -> tuple[np.ndarray, int]:
-    tok = tokenizer_for(vocab_path)
-    encoded = tokenize_documents(docs, tok, _COUNT_CACHES.setdefault(vocab_path, {}))
-    return np.bincount(encoded.ids, minlength=len(tok.vocab)), encoded.lines
+    encoded = tokenize_in_process(docs, vocab_path)
+    return np.bincount(encoded.ids, minlength=len(tokenizer_for(vocab_path).vocab)), encoded.lines
 
 
 def count_tokens(text_file: Path, vocab_path: Path, *, workers: int | None = None,
@@ -68,12 +63,12 @@ def count_tokens(text_file: Path, vocab_path: Path, *, workers: int | None = Non
 
     The file is read as ``pretrain prepare`` reads it (whole documents, shards
     of ``shard_bytes``), each shard tokenised in a worker process (default: one
-    per CPU, or this process for a file of one shard: a spawned worker costs
-    seconds of imports); memory stays flat. ``progress(lines_so_far)`` after each shard.
+    per CPU, or this process for a small file: ``processes.workers_for``);
+    memory stays flat. ``progress(lines_so_far)`` after each shard.
     """
     text_file = Path(text_file)
     if workers is None:
-        workers = 1 if text_file.stat().st_size < shard_bytes else os.cpu_count() or 1
+        workers = workers_for(text_file.stat().st_size)
     counts = np.zeros(len(load_vocab(vocab_path)), np.int64)
     lines = 0
     count = functools.partial(_count_shard, str(vocab_path))

@@ -82,6 +82,27 @@ def tokenize_documents(docs: Iterable[list[str]], tokenizer: BertTokenizer,
     return Documents(ids, sent_off, doc_sent, len(flat_lines), int((~kept_lines).sum()))
 
 
+_TOKENIZERS: dict[str, BertTokenizer] = {}
+_LINE_CACHES: dict[str, dict[str, np.ndarray]] = {}  # per process and vocabulary
+
+
+def tokenizer_for(vocab_path: str) -> BertTokenizer:
+    """This process's tokenizer of ``vocab_path`` (built once: a worker reuses it for every shard)."""
+    if vocab_path not in _TOKENIZERS:
+        _TOKENIZERS[vocab_path] = BertTokenizer(vocab_path)
+    return _TOKENIZERS[vocab_path]
+
+
+def tokenize_in_process(docs: Iterable[list[str]], vocab_path: str) -> Documents:
+    """``tokenize_documents`` with this process's tokenizer and line cache of ``vocab_path``.
+
+    The instances, the count reference and the vocabulary count all read a
+    corpus as shards in worker processes; each worker keeps one cache per
+    vocabulary across its shards (danmaku repeat across documents too).
+    """
+    return tokenize_documents(docs, tokenizer_for(vocab_path), _LINE_CACHES.setdefault(vocab_path, {}))
+
+
 def read_documents(lines: Iterable[bytes | str]) -> Iterator[list[str]]:
     """Google's reading: strip each line; a blank line ends a document."""
     doc: list[str] = []

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from danmaku.artifacts import CORPUS_EVAL_FILE, CORPUS_TRAIN_FILE, VOCAB, InstancesManifest, sha256_file
-from danmaku.pretrain.instances.documents import open_lines, read_documents, tokenize_documents
+from danmaku.pretrain.instances.documents import open_lines, read_documents, tokenize_documents, tokenizer_for
 from danmaku.pretrain.instances.exact import google_exact_batch
 from danmaku.pretrain.instances.masking import Batch
 from danmaku.pretrain.instances.options import FEATURES, FORMAT, InstanceOptions
@@ -23,7 +23,6 @@ from danmaku.pretrain.instances.shards import (
     intact_shard,
     process_shard,
     special_ids,
-    tokenizer_for,
     verify_written,
 )
 from danmaku.pretrain.instances.tfrecord import TFRecordWriter, serialize_batch

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from danmaku.pretrain.instances.algorithm import FastRandom, document_instances
-from danmaku.pretrain.instances.documents import tokenize_documents
+from danmaku.pretrain.instances.documents import tokenize_in_process, tokenizer_for
 from danmaku.pretrain.instances.masking import mask_batch, spans_to_tokens
 from danmaku.pretrain.instances.options import InstanceOptions
 from danmaku.pretrain.instances.tfrecord import TFRecordWriter, serialize_batch
@@ -46,16 +46,6 @@ class ShardJob:
     opts: InstanceOptions
 
 
-_TOKENIZERS: dict[str, BertTokenizer] = {}
-_WORKER_CACHES: dict[str, dict[str, np.ndarray]] = {}  # per vocabulary
-
-
-def tokenizer_for(vocab_path: str) -> BertTokenizer:
-    if vocab_path not in _TOKENIZERS:
-        _TOKENIZERS[vocab_path] = BertTokenizer(vocab_path)
-    return _TOKENIZERS[vocab_path]
-
-
 def special_ids(tok: BertTokenizer) -> tuple[int, int, int]:
     try:
         return tok.vocab["[CLS]"], tok.vocab["[SEP]"], tok.vocab["[MASK]"]
@@ -67,7 +57,7 @@ def process_shard(job: ShardJob) -> ShardStats:
     """Tokenise one shard of documents, build its instances, write its TFRecord file."""
     tok = tokenizer_for(job.vocab_path)
     cls_id, sep_id, mask_id = special_ids(tok)
-    docs = tokenize_documents(job.docs, tok, _WORKER_CACHES.setdefault(job.vocab_path, {}))
+    docs = tokenize_in_process(job.docs, job.vocab_path)
     seq = np.random.SeedSequence(job.seed)
     py_seed, np_seed = seq.generate_state(2)
     rng = FastRandom(int(py_seed))
