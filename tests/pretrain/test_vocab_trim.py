@@ -89,6 +89,13 @@ def test_min_count_drops_rare_tokens(tmp_path, trimmed, google_counts):
         trim_vocab(CORPUS, VOCAB, tmp_path / "w.txt", min_count=0)
 
 
+def test_a_training_file_that_is_not_utf8_is_refused(tmp_path):
+    (tmp_path / "danmaku_text_pure.txt").write_bytes("好\n".encode() + b"\xff\xfe\n")
+    with pytest.raises(ValueError, match="danmaku_text_pure.txt is not UTF-8 text"):
+        trim_vocab(tmp_path, VOCAB, tmp_path / "out.txt", workers=1)
+    assert not (tmp_path / "out.txt").exists()
+
+
 def test_a_vocabulary_without_bert_special_tokens_is_refused(tmp_path):
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("[PAD]\n[UNK]\n你\n好\n", encoding="utf-8")

@@ -90,7 +90,8 @@ def trim_vocab(corpus: Path, vocab_path: Path, out_path: Path, *, min_count: int
     Tokens keep the source order (so ``[PAD]`` stays id 0); ``SPECIAL_TOKENS``
     are always kept. ``min_count`` > 1 drops rarer tokens too (their text then
     becomes ``[UNK]``); the default 1 keeps the training file's tokenisation.
-    Raises ``ValueError`` if the source vocabulary lacks a special token.
+    Raises ``ValueError`` if the source vocabulary lacks a special token or the
+    training file is not UTF-8.
     """
     if min_count < 1:
         raise ValueError(f"min_count must be at least 1, got {min_count}")
@@ -99,7 +100,10 @@ def trim_vocab(corpus: Path, vocab_path: Path, out_path: Path, *, min_count: int
     if missing:
         raise ValueError(f"{vocab_path} lacks {', '.join(missing)}: not a BERT vocabulary")
     train_file = corpus_files(Path(corpus))["train"]
-    counts, lines = count_tokens(train_file, vocab_path, workers=workers, progress=progress)
+    try:
+        counts, lines = count_tokens(train_file, vocab_path, workers=workers, progress=progress)
+    except UnicodeDecodeError as err:  # as ``prepare`` says it
+        raise ValueError(f"{train_file} is not UTF-8 text: {err}") from None
     specials = set(SPECIAL_TOKENS)
     kept = [word for word, count in zip(words, counts.tolist(), strict=True)
             if count >= min_count or word in specials]
