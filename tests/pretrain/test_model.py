@@ -161,6 +161,64 @@ def test_hf_directory_matches_torch(hf_dir, hf_model, batch):
     np.testing.assert_allclose(ours["nsp_logits"], nsp, atol=1e-4)
 
 
+def test_packed_heads_score_only_the_real_slots(google_dir, hf_model, batch):
+    """The trainer's packed forward: torch's logits at the real masked slots, in row order,
+    and the same masked-LM loss and gradients as the padded forward."""
+    from danmaku.pretrain.losses import pretraining_losses
+    from danmaku.pretrain.model import pack_labels
+
+    model = load_bert(google_dir).pretrainer
+    inputs = {"token_ids": batch["input_ids"], "segment_ids": batch["segment_ids"],
+              "padding_mask": batch["input_mask"], "mask_positions": batch["masked_lm_positions"]}
+    labels = {"masked_lm_ids": batch["masked_lm_ids"], "masked_lm_weights": batch["masked_lm_weights"],
+              "next_sentence_labels": batch["next_sentence_labels"][:, 0]}
+    packed, keep = model.packed_outputs(inputs, tf.constant(labels["masked_lm_weights"]))
+    real = batch["masked_lm_weights"] > 0
+    assert packed["mlm_logits"].shape == (real.sum(), V) == (9, V)
+    mlm, nsp = _torch(hf_model, batch)
+    np.testing.assert_allclose(packed["mlm_logits"], mlm[real], atol=1e-4)
+    np.testing.assert_allclose(packed["nsp_logits"], nsp, atol=1e-4)
+
+    def loss_and_grads(forward):
+        with tf.GradientTape() as tape:
+            values = pretraining_losses(*forward())
+        grads = tape.gradient(values["loss"], model.trainable_variables)
+        return values, [tf.convert_to_tensor(g).numpy() for g in grads]
+
+    def packed_forward():
+        outputs, kept_slots = model.packed_outputs(inputs, tf.constant(labels["masked_lm_weights"]))
+        return outputs, pack_labels(labels, kept_slots)
+
+    padded, padded_grads = loss_and_grads(lambda: (model(inputs), labels))
+    kept, kept_grads = loss_and_grads(packed_forward)
+    for name in ("loss", "mlm_loss_sum", "mlm_correct", "mlm_weight", "nsp_loss_sum"):
+        np.testing.assert_allclose(kept[name], padded[name], rtol=1e-5, err_msg=name)
+    assert float(kept["mlm_weight"]) == 9
+    for variable, a, b in zip(model.trainable_variables, kept_grads, padded_grads, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6, err_msg=variable.path)
+
+
+def test_masked_lm_cross_entropy_is_torchs_on_extreme_logits():
+    """log-sum-exp minus the label's logit: torch's cross-entropy, also where exp() would overflow."""
+    from danmaku.pretrain.losses import masked_lm_cross_entropy
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 30, (2, 5, 50)).astype(np.float32)
+    logits[0, 0] += 1e4  # every exp() overflows float32 without the max taken out
+    logits[1, 2, 7] = 500.0  # one dominant token: its loss is ~0 where it is the label
+    ids = rng.integers(0, 50, (2, 5)).astype(np.int32)
+    ids[1, 2] = 7
+    ours = masked_lm_cross_entropy(tf.constant(logits), tf.constant(ids)).numpy()
+    theirs = torch.nn.functional.cross_entropy(torch.tensor(logits).reshape(-1, 50),
+                                               torch.tensor(ids, dtype=torch.long).reshape(-1),
+                                               reduction="none").numpy().reshape(2, 5)
+    assert np.isfinite(ours).all()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-4)
+    assert ours[1, 2] < 1e-6
+    flat = masked_lm_cross_entropy(tf.constant(logits.reshape(10, 50)), tf.constant(ids.reshape(10))).numpy()
+    np.testing.assert_allclose(flat, ours.reshape(10), rtol=1e-6)
+
+
 def test_googles_graph_on_our_export(google_dir, batch, tmp_path):
     """Google's own code, restoring our exported checkpoint, computes what we compute."""
     bert = load_bert(google_dir)

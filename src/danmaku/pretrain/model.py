@@ -207,6 +207,39 @@ class BertPretrainer(keras.Model):
         zero_residual_outputs(backbone, zero_init_layers)
         return cls(backbone, initializer_range=config.initializer_range, dtype=dtype)
 
+    def packed_outputs(self, inputs: dict[str, Any], mask_weights: Any, *,
+                       training: bool = False) -> tuple[dict[str, Any], Any]:
+        """The heads' logits for the real masked slots only, and where they came from.
+
+        Google's instances pad every sequence to ``max_predictions`` masked slots;
+        on the shared sample 15.3 of 20 are real, and the padded ones weigh 0 in
+        every loss and metric. Calling the model scores all of them against the
+        whole vocabulary, the largest matmul of a small model's step. Here the
+        real slots of the whole batch are gathered first (``mask_weights > 0``)
+        and the masked-LM head runs on those alone, so the losses and gradients
+        are the model's own to float rounding, for ~23% less head work.
+
+        Returns ``({"mlm_logits": [n, vocab], "nsp_logits": [batch, 2]}, keep)``
+        where ``keep`` (``[n, 2]``: batch row, slot) picks the same slots out of
+        the ``[batch, max_predictions]`` labels (``pack_labels``). The number
+        of slots ``n`` changes from batch to batch, so XLA, which needs static
+        shapes, cannot compile this; the trainer calls the model instead there.
+        """
+        import tensorflow as tf
+
+        keep = tf.where(mask_weights > 0)
+        rows = tf.cast(keep[:, 0], tf.int32)
+        seq_len = tf.shape(inputs["token_ids"])[1]
+        flat = rows * seq_len + tf.gather_nd(tf.cast(inputs["mask_positions"], tf.int32), keep)
+        encoded = self.backbone({k: inputs[k] for k in ("token_ids", "segment_ids", "padding_mask")},
+                                training=training)
+        sequence = encoded["sequence_output"]
+        whole_batch = tf.reshape(sequence, [1, -1, tf.shape(sequence)[-1]])
+        mlm_logits = self.mlm_head(whole_batch, mask_positions=flat[None], training=training)[0]
+        nsp_logits = self.nsp_head(encoded["pooled_output"], training=training)
+        return {"mlm_logits": keras.ops.cast(mlm_logits, "float32"),
+                "nsp_logits": keras.ops.cast(nsp_logits, "float32")}, keep
+
     def get_config(self) -> dict[str, Any]:
         return {
             "backbone": keras.layers.serialize(self.backbone),
@@ -219,6 +252,16 @@ class BertPretrainer(keras.Model):
         config = dict(config)
         config["backbone"] = keras.layers.deserialize(config["backbone"])
         return cls(**config)
+
+
+def pack_labels(labels: dict[str, Any], keep: Any) -> dict[str, Any]:
+    """``labels`` with the masked-LM ones cut to the slots ``packed_outputs`` kept."""
+    import tensorflow as tf
+
+    packed = dict(labels)
+    for name in ("masked_lm_ids", "masked_lm_weights"):
+        packed[name] = tf.gather_nd(labels[name], keep)
+    return packed
 
 
 def bert_config_of(backbone: keras_hub.models.BertBackbone, *, initializer_range: float = 0.02) -> BertConfig:

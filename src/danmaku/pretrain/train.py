@@ -361,6 +361,7 @@ class Trainer:
         import tensorflow as tf
 
         from danmaku.pretrain.losses import SUM_KEYS, pretraining_losses
+        from danmaku.pretrain.model import pack_labels
 
         model, optimizer = self.model, self.optimizer
         accum, micro, replicas = self.accum, self.micro, self.replicas
@@ -368,10 +369,16 @@ class Trainer:
         clip_norm = self.settings.clip_norm
         nsp_weight = self.settings.nsp_weight
         variables = model.trainable_variables
+        # XLA needs static shapes; the packed head's slot count moves with each batch.
+        packed = not self.options.xla
 
         def grads_of(inputs, labels):
             with tf.GradientTape() as tape:
-                outputs = model(inputs, training=True)
+                if packed:
+                    outputs, keep = model.packed_outputs(inputs, labels["masked_lm_weights"], training=True)
+                    labels = pack_labels(labels, keep)
+                else:
+                    outputs = model(inputs, training=True)
                 values = pretraining_losses(outputs, labels, nsp_weight=nsp_weight)
                 loss = values["loss"] / float(accum * replicas)
                 if fp16:
