@@ -13,7 +13,9 @@ Throughput of each run: sequences/s (median of the logged windows after the
 first), the CPU time split (user/kernel, from ``os.times`` of the child), and
 the fraction of the CPU's peak FLOP rate: FLOPs per training sequence counted
 from the shape (``train_flops_per_sequence``: matmuls only, forward x 3 for
-forward + backward, padding positions included since they are computed), peak
+forward + backward; attention over all 128 positions, the masked-LM head over the
+real masked slots only, as the step computes them: 15.3 per sequence on average,
+from the instances' manifest), peak
 = cores x clock (``/proc/cpuinfo`` MHz) x 2 FMA pipes x fp32 lanes x 2 FLOPs
 (lanes from the widest vector flag; AMD's AVX-512 is double-pumped, so 256-bit
 lanes there).
@@ -97,12 +99,12 @@ STEP_CAP = 100_000  # fitted runs: the budget decides
 # ---------------------------------------------------------------------------
 # FLOPs and peak
 # ---------------------------------------------------------------------------
-def train_flops_per_sequence(config, seq: int, pred: int) -> float:
+def train_flops_per_sequence(config, seq: int, pred: float) -> float:
     """Matmul FLOPs of one training sequence (forward x 3), as danmaku computes it.
 
     Per layer: Q, K, V, output projections (4 S H^2), scores and weighted sum
     (2 S^2 H), feed-forward (2 S H I); pooler + NSP (H^2 + 2 H); the masked-LM
-    head on the ``pred`` masked slots only (transform H^2, output H V). One
+    head on the ``pred`` real masked slots only (transform H^2, output H V). One
     multiply-add = 2 FLOPs; backward = 2x forward.
     """
     h, i, v = config.hidden_size, config.intermediate_size, config.vocab_size
@@ -201,7 +203,7 @@ def child_train(name: str, budget: str, instances: str, out: str, eval_batches: 
         "seq_per_s": statistics.median(rates), "user_s": times1.user - times0.user,
         "sys_s": times1.system - times0.system, "eval": rows["eval"], "train": rows["train"],
         "flops_per_seq": train_flops_per_sequence(config, inst.max_seq_length,
-                                                  inst.max_predictions),
+                                                  inst.mean_predictions("train")),
         "load": [load_before, os.getloadavg()[0]],
     }
 

@@ -189,6 +189,11 @@ def test_eval_split_and_manifest(sharded_dir):
     assert manifest["vocab_size"] == 21128
     evals = _records(sharded_dir, "eval")
     assert len(evals["token_ids"]) == manifest["splits"]["eval"]["instances"] > 100
+    # the real masked slots a training step scores, from the manifest and from the records
+    trains = _records(sharded_dir, "train")
+    real = trains["masked_lm_weights"].sum() / len(trains["token_ids"])
+    assert open_instances(sharded_dir).mean_predictions("train") == pytest.approx(real, rel=1e-9)
+    assert 1 < real < OPTS.max_predictions_per_seq
 
 
 def test_bad_inputs(tmp_path):

@@ -39,6 +39,13 @@ class InstanceSet:
     def max_predictions(self) -> int:
         return int(self.manifest["options"]["max_predictions_per_seq"])
 
+    def mean_predictions(self, split: str = "train") -> float:
+        """Real masked slots per instance (``masked / instances``): what a training step scores."""
+        info = self.manifest["splits"][split]
+        if not info.get("instances") or "masked" not in info:
+            return float(self.max_predictions)
+        return info["masked"] / info["instances"]
+
     @property
     def vocab_path(self) -> Path:
         return self.directory / "vocab.txt"
