@@ -214,16 +214,18 @@ class BertPretrainer(keras.Model):
         Google's instances pad every sequence to ``max_predictions`` masked slots;
         on the shared sample 15.3 of 20 are real, and the padded ones weigh 0 in
         every loss and metric. Calling the model scores all of them against the
-        whole vocabulary, the largest matmul of a small model's step. Here the
-        real slots of the whole batch are gathered first (``mask_weights > 0``)
-        and the masked-LM head runs on those alone, so the losses and gradients
-        are the model's own to float rounding, for ~23% less head work.
+        whole vocabulary. Here the real slots of the whole batch are gathered
+        first (``mask_weights > 0``) and the masked-LM head runs on those alone,
+        so the losses and gradients are the model's own to float rounding: for a
+        batch of the demo the head and its loss took 63 ms instead of 83 (forward
+        and backward, 2 cores).
 
         Returns ``({"mlm_logits": [n, vocab], "nsp_logits": [batch, 2]}, keep)``
         where ``keep`` (``[n, 2]``: batch row, slot) picks the same slots out of
         the ``[batch, max_predictions]`` labels (``pack_labels``). The number
         of slots ``n`` changes from batch to batch, so XLA, which needs static
-        shapes, cannot compile this; the trainer calls the model instead there.
+        shapes, cannot compile this; the trainer calls the model instead there
+        (``--xla``, TPUs).
         """
         import tensorflow as tf
 

@@ -369,8 +369,9 @@ class Trainer:
         clip_norm = self.settings.clip_norm
         nsp_weight = self.settings.nsp_weight
         variables = model.trainable_variables
-        # XLA needs static shapes; the packed head's slot count moves with each batch.
-        packed = not self.options.xla
+        # XLA (--xla, and always on a TPU) needs static shapes; the packed head's slot
+        # count moves with each batch.
+        packed = not (self.options.xla or self.options.strategy == "tpu")
 
         def grads_of(inputs, labels):
             with tf.GradientTape() as tape:
