@@ -28,6 +28,7 @@ from keras_hub.src.utils.keras_utils import gelu_approximate
 from danmaku.pretrain.config import GOOGLE_GELU, POSITION_INITS, BertConfig
 
 INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask", "mask_positions")
+BACKBONE_INPUTS = INPUT_NAMES[:3]  # what the encoder reads; both forwards below pass these
 
 
 def build_backbone(config: BertConfig, *, dtype: Any = None) -> keras_hub.models.BertBackbone:
@@ -173,7 +174,7 @@ class BertPretrainer(keras.Model):
         inputs = {
             name: keras.Input(shape=(None,), dtype="int32", name=name) for name in INPUT_NAMES
         }
-        encoded = backbone({k: inputs[k] for k in ("token_ids", "segment_ids", "padding_mask")})
+        encoded = backbone({k: inputs[k] for k in BACKBONE_INPUTS})
         mlm_logits = mlm_head(encoded["sequence_output"], mask_positions=inputs["mask_positions"])
         nsp_logits = nsp_head(encoded["pooled_output"])
         outputs = {
@@ -233,7 +234,7 @@ class BertPretrainer(keras.Model):
         rows = tf.cast(keep[:, 0], tf.int32)
         seq_len = tf.shape(inputs["token_ids"])[1]
         flat = rows * seq_len + tf.gather_nd(tf.cast(inputs["mask_positions"], tf.int32), keep)
-        encoded = self.backbone({k: inputs[k] for k in ("token_ids", "segment_ids", "padding_mask")},
+        encoded = self.backbone({k: inputs[k] for k in BACKBONE_INPUTS},
                                 training=training)
         sequence = encoded["sequence_output"]
         whole_batch = tf.reshape(sequence, [1, -1, tf.shape(sequence)[-1]])
